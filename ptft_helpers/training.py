@@ -1,0 +1,257 @@
+"""Training loops: ``pretrain`` an autoencoder, ``finetune`` a classifier, ``evaluate`` either.
+
+Batches are cut by index from tensors that are already in memory (and on the GPU when
+there is one): no per-sample transforms and no DataLoader workers. Each function returns
+a *history*: a dict of per-epoch lists that ``plots.plot_history`` draws directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import to_inputs
+from .devices import autocast, pick_device, synchronize
+from .models import Classifier
+from .settings import progress_enabled
+
+History = dict[str, list[float]]
+PRETEXTS = ("plain", "denoising", "masked")
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; ``epoch`` and ``step`` (1-based) say where."""
+
+    def __init__(self, epoch: int, step: int, lr: float, history: History):
+        self.epoch, self.step, self.lr, self.history = epoch, step, lr, history
+        super().__init__(
+            f"Training diverged: the loss became NaN or infinite in epoch {epoch} (step {step} overall) "
+            f"with learning rate {lr:g}. Try a lower learning rate, e.g. {lr / 10:g}."
+        )
+
+
+def check_learning_rate(lr: float, label: str = "learning rate") -> float:
+    """Return ``lr`` as a float, or raise ``ValueError`` if it is not a positive, finite number."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"The {label} must be a positive, finite number (e.g. 1e-3), got {lr!r}.")
+    return float(lr)
+
+
+def _check_positive_int(value: int, label: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{label} must be a whole number >= 1, got {value!r}.")
+    return value
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+    """A fresh random order of 0..n-1 (drawn on the CPU, so seeds repeat on any device), cut into batches."""
+    order = torch.randperm(n, generator=generator).to(device)
+    return list(order.split(batch_size))
+
+
+def corrupt(x: torch.Tensor, pretext: str, generator: torch.Generator, noise_std: float = 0.3, mask_ratio: float = 0.5) -> torch.Tensor:
+    """The encoder's input for a pretext task; the target is always the clean ``x``.
+
+    plain: x itself. denoising: x plus Gaussian noise of std ``noise_std``.
+    masked: a random ``mask_ratio`` of the pixels set to 0.
+    """
+    if pretext == "plain":
+        return x
+    if pretext == "denoising":
+        return x + noise_std * torch.randn(x.shape, generator=generator).to(x.device)
+    if pretext == "masked":
+        return x * (torch.rand(x.shape, generator=generator) >= mask_ratio).to(x.device)
+    raise ValueError(f"Unknown pretext {pretext!r}. Choose one of: {', '.join(PRETEXTS)}.")
+
+
+def _progress(total: int, desc: str, show: bool | None):
+    return tqdm(total=total, desc=desc, unit="epoch", disable=not (progress_enabled() if show is None else show), leave=False)
+
+
+def pretrain(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    pretext: str = "plain",
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    test_images: torch.Tensor | None = None,
+    progress: bool | None = None,
+) -> History:
+    """Train an autoencoder to reconstruct ``images`` (uint8 or float, N x 28 x 28) with MSE and Adam.
+
+    Returns a history with per-epoch ``train_loss`` (mean MSE per pixel), ``test_loss`` when
+    ``test_images`` is given, ``seconds`` per epoch, and every step's loss in ``step_loss``.
+    Raises ``TrainingDiverged`` if the loss becomes NaN or infinite.
+    """
+    _check_positive_int(epochs, "epochs")
+    _check_positive_int(batch_size, "batch_size")
+    lr = check_learning_rate(lr)
+    if pretext not in PRETEXTS:
+        raise ValueError(f"Unknown pretext {pretext!r}. Choose one of: {', '.join(PRETEXTS)}.")
+    if len(images) == 0:
+        raise ValueError("No images to train on.")
+    device = pick_device(device)
+    model.to(device).train()
+    x = to_inputs(images, device)  # (N, 784) floats in [0, 1], moved to the device once
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    history: History = {"epoch": [], "train_loss": [], "seconds": [], "step_loss": []}
+    if test_images is not None:
+        history["test_loss"] = []
+    with _progress(epochs, "pretrain", progress) as bar:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            batches = _batches(len(x), batch_size, generator, device)
+            step_losses = torch.empty(len(batches), device=device)
+            for i, idx in enumerate(batches):
+                target = x.index_select(0, idx)  # (B, 784)
+                inputs = corrupt(target, pretext, generator)
+                with autocast(device):
+                    loss = F.mse_loss(model(inputs).float(), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step_losses[i] = loss.detach()
+            step_losses = step_losses.cpu()
+            synchronize(device)
+            done_before = len(history["step_loss"])
+            history["step_loss"].extend(step_losses.tolist())
+            if not torch.isfinite(step_losses).all():
+                first_bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
+                raise TrainingDiverged(epoch, done_before + first_bad + 1, lr, history)
+            history["epoch"].append(epoch)
+            history["train_loss"].append(float(step_losses.mean()))
+            history["seconds"].append(time.perf_counter() - start)
+            if test_images is not None:
+                history["test_loss"].append(evaluate(model, test_images, device=device)["mse"])
+                model.train()
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.4f}")
+            bar.update()
+    return history
+
+
+def finetune(
+    classifier: Classifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    encoder_lr: float | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool | None = None,
+) -> History:
+    """Train ``classifier`` on labelled images with cross-entropy and Adam.
+
+    ``lr`` is the head's learning rate; ``encoder_lr`` (default: ``lr``) the encoder's.
+    A frozen encoder (``classifier.freeze_encoder()``) is not trained at all.
+    Returns per-epoch ``train_loss`` and ``train_acc``, plus ``test_loss`` and ``test_acc``
+    when ``test=(images, labels)`` is given.
+    """
+    _check_positive_int(epochs, "epochs")
+    _check_positive_int(batch_size, "batch_size")
+    lr = check_learning_rate(lr)
+    encoder_lr = lr if encoder_lr is None else check_learning_rate(encoder_lr, "encoder learning rate")
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match one to one.")
+    if len(images) == 0:
+        raise ValueError("No labelled images to train on.")
+    device = pick_device(device)
+    classifier.to(device).train()
+    x = to_inputs(images, device)
+    y = labels.to(device)
+    groups = [{"params": list(classifier.head.parameters()), "lr": lr}]
+    if not classifier.encoder_frozen:
+        groups.append({"params": list(classifier.encoder.parameters()), "lr": encoder_lr})
+    optimizer = torch.optim.Adam(groups)
+    generator = torch.Generator().manual_seed(seed)
+    history: History = {"epoch": [], "train_loss": [], "train_acc": [], "seconds": []}
+    if test is not None:
+        history.update(test_loss=[], test_acc=[])
+    with _progress(epochs, "finetune", progress) as bar:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            batches = _batches(len(x), batch_size, generator, device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            for idx in batches:
+                xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+                with autocast(device):
+                    logits = classifier(xb).float()
+                loss = F.cross_entropy(logits, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(idx)
+                correct += (logits.argmax(1) == yb).sum()
+            mean_loss = float(loss_sum) / len(x)
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(epoch, epoch * len(batches), lr, history)
+            history["epoch"].append(epoch)
+            history["train_loss"].append(mean_loss)
+            history["train_acc"].append(float(correct) / len(x))
+            history["seconds"].append(time.perf_counter() - start)
+            if test is not None:
+                scores = evaluate(classifier, test[0], test[1], device=device)
+                history["test_loss"].append(scores["loss"])
+                history["test_acc"].append(scores["accuracy"])
+                classifier.train()
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            bar.update()
+    return history
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    batch_size: int = 4096,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Score a model on a whole split, in large batches without gradients.
+
+    Classifier (with ``labels``): ``{"loss": mean cross-entropy, "accuracy": fraction correct}``.
+    Autoencoder: ``{"mse": mean squared error per pixel}``.
+    """
+    device = pick_device(device)
+    model.to(device).eval()
+    is_classifier = isinstance(model, Classifier)
+    if is_classifier and labels is None:
+        raise ValueError("Evaluating a classifier needs the labels too: evaluate(model, images, labels).")
+    total, correct = 0.0, 0
+    for start in range(0, len(images), batch_size):
+        xb = to_inputs(images[start : start + batch_size], device)
+        with autocast(device):
+            out = model(xb).float()
+        if is_classifier:
+            yb = labels[start : start + batch_size].to(device)
+            total += float(F.cross_entropy(out, yb, reduction="sum"))
+            correct += int((out.argmax(1) == yb).sum())
+        else:
+            total += float(F.mse_loss(out, xb, reduction="sum")) / xb.shape[1]
+    if is_classifier:
+        return {"loss": total / len(images), "accuracy": correct / len(images)}
+    return {"mse": total / len(images)}
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """Reconstructions of ``images`` as float images (N, 28, 28) in [0, 1], on the CPU."""
+    device = pick_device(device)
+    model.to(device).eval()
+    out = model(to_inputs(images, device)).float().clamp(0, 1)
+    return out.reshape(len(images), 28, 28).cpu()
