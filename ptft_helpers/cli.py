@@ -1,0 +1,128 @@
+"""Command line: ``python -m ptft_helpers {data,check,pretrain,finetune,evaluate} --help``.
+
+Bad arguments exit with code 2 and a one-line message; nothing is overwritten by a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .checkpoints import load_autoencoder, load_or_pretrain, pretrain_settings
+from .data import DATASETS, balanced_subset, dataset_info, load, prepare
+from .training import PRETEXTS, check_learning_rate
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        return check_learning_rate(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number such as 1e-3, got {text!r}") from None
+
+
+def _dataset(text: str) -> str:
+    try:
+        return dataset_info(text).name
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; choose one of: {', '.join(DATASETS)}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (exit code 2), not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-command per task."""
+    parser = _Parser(prog="python -m ptft_helpers", description="ptft: pre-training and fine-tuning helpers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("data", help="prepare a dataset in data/ and say where it came from")
+    p.add_argument("--dataset", type=_dataset, default="fashion-mnist", help="fashion-mnist (default) or mnist")
+
+    sub.add_parser("check", help="check the environment and print [OK]/[FAIL] lines")
+
+    defaults = pretrain_settings()
+    p = sub.add_parser("pretrain", help="pretrain an autoencoder (or load a matching checkpoint) and save it")
+    p.add_argument("--dataset", type=_dataset, default="fashion-mnist")
+    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
+    p.add_argument("--latent-dim", type=_positive_int, default=32)
+    p.add_argument("--hidden-dim", type=_positive_int, default=256)
+    p.add_argument("--pretext", choices=PRETEXTS, default="plain")
+    p.add_argument("--epochs", type=_positive_int, default=defaults["epochs"])
+    p.add_argument("--train-size", type=_positive_int, default=defaults["train_size"])
+    p.add_argument("--lr", type=_learning_rate, default=defaults["lr"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="checkpoint path (default: data/checkpoints/<settings>.pt)")
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained encoder on a few labels and report test accuracy")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint written by `pretrain`")
+    p.add_argument("--labels", type=_positive_int, default=100, help="number of labelled examples (a multiple of 10)")
+    p.add_argument("--mode", choices=["probe", "finetune"], default="finetune", help="probe: frozen encoder")
+    p.add_argument("--epochs", type=_positive_int, default=50)
+    p.add_argument("--lr", type=_learning_rate, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("evaluate", help="report a checkpoint's reconstruction error on the test set")
+    p.add_argument("checkpoint", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{parser.prog} {args.command}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .models import Classifier  # imported here so that `--help` stays quick
+    from .training import evaluate, finetune
+
+    if args.command == "data":
+        print(f"{args.dataset}: {prepare(args.dataset)}")
+        return 0
+    if args.command == "check":
+        from .envcheck import check_environment, print_report
+
+        return 0 if print_report(check_environment()) else 1
+    if args.command == "pretrain":
+        model, meta = load_or_pretrain(
+            args.dataset, arch=args.arch, latent_dim=args.latent_dim, hidden_dim=args.hidden_dim,
+            pretext=args.pretext, seed=args.seed, path=args.out,
+            epochs=args.epochs, train_size=args.train_size, lr=args.lr,
+        )
+        print(json.dumps({k: meta[k] for k in ("dataset", "pretext", "epochs", "final_train_loss", "final_test_loss")}))
+        return 0
+    model, meta = load_autoencoder(args.checkpoint)
+    test = load(meta["dataset"], "test")
+    if args.command == "evaluate":
+        print(json.dumps({"dataset": meta["dataset"], **evaluate(model, test.images)}))
+        return 0
+    train = load(meta["dataset"], "train")
+    idx = balanced_subset(train.labels, args.labels, seed=args.seed)
+    classifier = Classifier(model.encoder)
+    if args.mode == "probe":
+        classifier.freeze_encoder()
+    finetune(classifier, train.images[idx], train.labels[idx], epochs=args.epochs, lr=args.lr, seed=args.seed)
+    scores = evaluate(classifier, test.images, test.labels)
+    print(json.dumps({"labels": args.labels, "mode": args.mode, **scores}))
+    return 0
