@@ -35,7 +35,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, **metadata) -> Path:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": {
             **metadata,
-            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            # str(): torch.__version__ is a TorchVersion, which torch.load(weights_only=True) refuses.
+            "versions": {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
                          "ptft_helpers": __version__, "python": platform.python_version()},
         },
     }
@@ -111,16 +112,18 @@ def load_or_pretrain(
     *,
     arch: str = "mlp",
     latent_dim: int = 32,
-    hidden_dim: int = 256,
+    hidden_dim: int | None = None,
     pretext: str = "plain",
     seed: int = 0,
     path: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
+    retrain: bool = False,
     **recipe,
 ) -> tuple[Autoencoder, dict]:
     """Return a pretrained autoencoder: loaded if a matching checkpoint exists, else trained and saved.
 
+    ``retrain=True`` trains (and saves) even when a matching checkpoint exists.
     ``recipe`` overrides ``pretrain_settings()`` (epochs, train_size, lr, batch_size).
     The metadata holds the training history, so plots work whether it was loaded or trained.
     """
@@ -130,10 +133,11 @@ def load_or_pretrain(
         raise ValueError(f"Unknown pretraining setting(s) {sorted(unknown)}; use {sorted(pretrain_settings())}.")
     dataset = dataset_info(dataset).name
     model = build_autoencoder(arch, latent_dim, hidden_dim)
+    hidden_dim = model.config["hidden_dim"]  # the architecture's default when not given
     path = Path(path) if path is not None else default_checkpoint_path(
         dataset, arch, hidden_dim, latent_dim, pretext, settings["epochs"], settings["train_size"], seed)
     wanted = {"dataset": dataset, "pretext": pretext, "seed": seed, **settings}
-    if path.is_file():
+    if path.is_file() and not retrain:
         payload = load_checkpoint(path)
         if all(payload["metadata"].get(k) == v for k, v in wanted.items()) and payload["config"] == model.config:
             return load_weights(model, payload, str(path)), payload["metadata"]

@@ -1,6 +1,7 @@
 """Command line: ``python -m ptft_helpers {data,check,pretrain,finetune,evaluate} --help``.
 
 Bad arguments exit with code 2 and a one-line message; nothing is overwritten by a failed run.
+A dataset that cannot be found also exits with 2, listing where it looked and how to fix it.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=_dataset, default="fashion-mnist")
     p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
     p.add_argument("--latent-dim", type=_positive_int, default=32)
-    p.add_argument("--hidden-dim", type=_positive_int, default=256)
+    p.add_argument("--hidden-dim", type=_positive_int, default=None,
+                   help="hidden units (mlp, default 256) or channels (conv, default 16)")
     p.add_argument("--pretext", choices=PRETEXTS, default="plain")
     p.add_argument("--epochs", type=_positive_int, default=defaults["epochs"])
     p.add_argument("--train-size", type=_positive_int, default=defaults["train_size"])
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except (ValueError, FileNotFoundError) as err:
-        print(f"{parser.prog} {args.command}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        # Bad arguments give one-line messages; a missing dataset also lists where it looked and the fixes.
+        print(f"{parser.prog} {args.command}: error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
         return 2
 
 

@@ -112,7 +112,7 @@ def _download(info: DatasetInfo, root: Path) -> str | None:
         info.loader(str(root), train=True, download=True)
         info.loader(str(root), train=False, download=True)
     except Exception as err:  # network errors come in many types
-        return f"{type(err).__name__}: {err}".strip()
+        return " ".join(f"{type(err).__name__}: {err}".split())  # one line: it is one item of a list
     return None
 
 
@@ -169,7 +169,9 @@ def prepare(
         tried.append(f"apt-get install {info.debian_package}: {reason or 'installed, but no files appeared'}")
     fixes = [
         f"copy the four IDX files ({', '.join(IDX_FILES)}) into {folder}, or set PTFT_DATA to a folder that has them",
-        "connect to the internet once and run `python -m ptft_helpers data` to download them",
+        "connect to the internet once and run `python -m ptft_helpers data"
+        + ("" if info.name == "fashion-mnist" else f" --dataset {info.name}")
+        + "` to download them",
     ]
     if info.debian_package:
         fixes.append(f"on Debian, `sudo apt-get install {info.debian_package}` and run this again")

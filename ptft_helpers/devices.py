@@ -17,7 +17,7 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
     Order: ``preferred`` if given, else ``$PTFT_DEVICE``, else CUDA, then MPS, then CPU.
     Asking for a device this machine does not have raises ``ValueError``.
     """
-    wanted = preferred if preferred is not None else os.environ.get("PTFT_DEVICE") or None
+    wanted = preferred if preferred is not None else os.environ.get("PTFT_DEVICE", "").strip() or None
     if wanted is None:
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -145,8 +145,18 @@ class Classifier(nn.Module):
         return not any(p.requires_grad for p in self.encoder.parameters())
 
 
-def build_autoencoder(arch: str = "mlp", latent_dim: int = 32, hidden_dim: int = 256, input_dim: int = INPUT_DIM) -> Autoencoder:
-    """An untrained autoencoder: 'mlp' (input-hidden-latent) or 'conv' (hidden_dim = channels)."""
+DEFAULT_HIDDEN = {"mlp": 256, "conv": 16}  # hidden units of the MLP; channels of the first convolution
+
+
+def build_autoencoder(
+    arch: str = "mlp", latent_dim: int = 32, hidden_dim: int | None = None, input_dim: int = INPUT_DIM
+) -> Autoencoder:
+    """An untrained autoencoder: 'mlp' (input-hidden-latent) or 'conv' (hidden_dim = channels).
+
+    ``hidden_dim`` defaults to the architecture's own size: 256 units (mlp) or 16 channels (conv).
+    """
+    if hidden_dim is None and arch in DEFAULT_HIDDEN:
+        hidden_dim = DEFAULT_HIDDEN[arch]
     if arch == "mlp":
         return Autoencoder(Encoder(input_dim, hidden_dim, latent_dim), Decoder(latent_dim, hidden_dim, input_dim))
     if arch == "conv":

@@ -98,3 +98,22 @@ def plot_history(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_label_efficiency(summary: Sequence[Mapping], *, title: str = "Test accuracy vs number of labels") -> Figure:
+    """Mean test accuracy (error bars: one standard deviation over seeds) per method vs labels (log x)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = list(dict.fromkeys(row["method"] for row in summary))
+    for i, method in enumerate(methods):
+        rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["labels"])
+        x = [r["labels"] * (1 + 0.04 * (i - len(methods) / 2)) for r in rows]  # small offsets: bars stay visible
+        ax.errorbar(x, [100 * r["mean"] for r in rows], yerr=[100 * r["std"] for r in rows],
+                    marker="o", ms=4, capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("number of labelled training images (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,103 @@
+"""Shared helpers for the unit tests: writing real IDX files, and data folders that hold Fashion-MNIST.
+
+Not a conftest: test modules import what they need, e.g. ``from helpers_idx import fashion_root``
+(importing a fixture into a test module registers it there).
+
+IDX format (http://yann.lecun.com/exdb/mnist/): a big-endian int32 magic number, 0x00000803 for
+uint8 images and 0x00000801 for uint8 labels, then one big-endian int32 per dimension, then the
+bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from ptft_helpers import data
+
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+
+
+def idx_bytes(tensor: torch.Tensor) -> bytes:
+    """A uint8 tensor (N, 28, 28) or (N,) as the bytes of an IDX file."""
+    tensor = tensor.to(torch.uint8).contiguous()
+    magic = IMAGES_MAGIC if tensor.dim() == 3 else LABELS_MAGIC
+    header = struct.pack(">i", magic) + struct.pack(f">{tensor.dim()}i", *tensor.shape)
+    return header + tensor.numpy().tobytes()
+
+
+def tiny_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random uint8 images (n, 28, 28) and labels cycling through the 10 classes."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 28, 28), generator=gen, dtype=torch.uint8)
+    labels = torch.arange(n) % 10
+    return images, labels
+
+
+def write_idx_dataset(folder: Path, *, n_train: int = 30, n_test: int = 20, gz: bool = False, seed: int = 0) -> dict:
+    """Write the four IDX files (gzipped with ``gz``) into ``folder``; return what was written.
+
+    The result is ``{"train": (images, labels), "test": (images, labels)}``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {"train": tiny_split(n_train, seed), "test": tiny_split(n_test, seed + 1)}
+    names = {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
+    for split, (images, labels) in written.items():
+        for name, tensor in zip(names[split], (images, labels)):
+            blob = idx_bytes(tensor)
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(blob))
+            else:
+                (folder / name).write_bytes(blob)
+    return written
+
+
+@functools.lru_cache(maxsize=1)
+def real_fashion_raw() -> Path:
+    """The folder holding the real, uncompressed Fashion-MNIST IDX files (prepared like ``make data``).
+
+    Found once, before any test points ``PTFT_DATA`` elsewhere: the data folder, else the system copy
+    or a download, exactly as ``make data`` would get them.
+    """
+    data.prepare("fashion-mnist", allow_apt=False)
+    return data.raw_folder("fashion-mnist")
+
+
+def link_fashion(root: Path) -> Path:
+    """Make ``root`` a data folder whose FashionMNIST/raw files are symlinks to the real ones."""
+    source = real_fashion_raw()
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in data.IDX_FILES:
+        (raw / name).symlink_to(source / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory) -> Path:
+    """A read-only data folder with the real Fashion-MNIST, shared by the whole session."""
+    return link_fashion(tmp_path_factory.mktemp("fashion-data"))
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_root) -> dict:
+    """The real Fashion-MNIST splits, loaded once: ``{"train": ImageData, "test": ImageData}``."""
+    return {split: data.load("fashion-mnist", split, root=fashion_root) for split in ("train", "test")}
+
+
+@pytest.fixture
+def data_env(tmp_path, monkeypatch) -> Path:
+    """A fresh data folder with the real Fashion-MNIST, set as ``PTFT_DATA``, outside fast mode."""
+    root = link_fashion(tmp_path / "data")
+    monkeypatch.setenv("PTFT_DATA", str(root))
+    monkeypatch.delenv("PTFT_FAST", raising=False)
+    return root

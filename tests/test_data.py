@@ -1,0 +1,186 @@
+"""Where datasets come from, how they load, and how labelled subsets are drawn."""
+
+import gzip
+
+import pytest
+import torch
+
+from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, fashion, fashion_root, write_idx_dataset  # noqa: F401 (fixtures)
+from ptft_helpers import data
+
+NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+
+
+def _assert_loaded(loaded, images, labels):
+    assert loaded.images.dtype == torch.uint8 and loaded.images.shape == images.shape
+    assert torch.equal(loaded.images, images)
+    assert loaded.labels.dtype == torch.int64
+    assert torch.equal(loaded.labels, labels)
+    assert len(loaded.classes) == 10
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+def test_files_already_in_the_data_folder_are_used(tmp_path):
+    written = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", seed=3)
+    source = data.prepare("fashion-mnist", root=tmp_path, system_dir=tmp_path / "nothing-here",
+                          allow_download=False, allow_apt=False)
+    assert source == f"data folder {tmp_path / 'FashionMNIST' / 'raw'}"
+    for split in ("train", "test"):
+        _assert_loaded(data.load("fashion-mnist", split, root=tmp_path), *written[split])
+
+
+def test_data_folder_defaults_to_ptft_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("PTFT_DATA", str(tmp_path))
+    written = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", seed=4)
+    assert data.raw_folder("fashion-mnist") == tmp_path / "FashionMNIST" / "raw"
+    assert data.prepare("fashion-mnist", allow_download=False, allow_apt=False).startswith("data folder")
+    _assert_loaded(data.load("fashion-mnist", "test"), *written["test"])
+
+
+def test_system_copy_is_decompressed_into_the_data_folder(tmp_path):
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    written = write_idx_dataset(system, gz=True, seed=5)
+    root = tmp_path / "data"
+    source = data.prepare("fashion-mnist", root=root, system_dir=system, allow_download=False, allow_apt=False)
+    assert source == f"system copy {system}"
+    raw = root / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(data.IDX_FILES)  # no .gz, no .partial left over
+    for name in data.IDX_FILES:
+        assert (raw / name).read_bytes() == gzip.decompress((system / f"{name}.gz").read_bytes())
+    assert int.from_bytes((raw / "train-images-idx3-ubyte").read_bytes()[:4], "big") == IMAGES_MAGIC
+    assert int.from_bytes((raw / "train-labels-idx1-ubyte").read_bytes()[:4], "big") == LABELS_MAGIC
+    for split in ("train", "test"):
+        _assert_loaded(data.load("fashion-mnist", split, root=root), *written[split])
+    # Once copied, the data folder is the source: the system copy is not needed any more.
+    assert data.prepare("fashion-mnist", root=root, system_dir=tmp_path / "gone",
+                        allow_download=False, allow_apt=False).startswith("data folder")
+
+
+def test_incomplete_system_copy_is_not_used(tmp_path):
+    system = tmp_path / "system"
+    write_idx_dataset(system, gz=True)
+    (system / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="no gzip IDX files"):
+        data.prepare("fashion-mnist", root=tmp_path / "data", system_dir=system, allow_download=False, allow_apt=False)
+
+
+def test_mnist_loads_through_torchvision_from_idx_files(tmp_path):
+    written = write_idx_dataset(tmp_path / "MNIST" / "raw", n_train=40, n_test=10, seed=6)
+    train = data.load("mnist", "train", root=tmp_path)
+    _assert_loaded(train, *written["train"])
+    assert train.classes[0].startswith("0")  # torchvision's MNIST names, not Fashion-MNIST's
+    _assert_loaded(data.load("MNIST", "test", root=tmp_path), *written["test"])
+
+
+def test_no_source_raises_with_where_it_looked_and_how_to_fix(tmp_path):
+    root, system = tmp_path / "data", tmp_path / "empty-system-dir"
+    system.mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        data.prepare("fashion-mnist", root=root, system_dir=system, allow_download=False, allow_apt=False)
+    message = str(info.value)
+    assert "'fashion-mnist' is not available" in message
+    assert str(root / "FashionMNIST" / "raw") in message and str(system) in message
+    assert "PTFT_DATA" in message
+    assert "python -m ptft_helpers data" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_failed_download_is_reported_on_one_line_per_source(tmp_path, monkeypatch):
+    # A proxy on a closed port: the download fails at once, here and on a machine with a network.
+    for key, value in NO_NETWORK.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(FileNotFoundError) as info:
+        data.prepare("mnist", root=tmp_path, allow_download=True, allow_apt=False)
+    message = str(info.value)
+    assert "torchvision's download: RuntimeError" in message
+    looked, fixes = message.split("\nTo fix it, either:\n")
+    assert all(line.startswith("  - ") for line in looked.splitlines()[1:]), looked
+    assert len(looked.splitlines()) == 3  # the data folder and the download (MNIST has no system copy)
+    # MNIST is not what `data` prepares by default, and Debian does not package it.
+    assert "python -m ptft_helpers data --dataset mnist" in fixes
+    assert "fashion-mnist" in fixes
+    assert not any((tmp_path / "MNIST" / "raw").glob("*"))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "", "fashion"])
+def test_unknown_dataset_names_the_choices(name, tmp_path):
+    with pytest.raises(ValueError, match="fashion-mnist, mnist"):
+        data.prepare(name, root=tmp_path, allow_download=False, allow_apt=False)
+
+
+@pytest.mark.parametrize("alias,name", [("Fashion-MNIST", "fashion-mnist"), ("fashion_mnist", "fashion-mnist"),
+                                        ("FashionMNIST", "fashion-mnist"), (" MNIST", "mnist")])
+def test_dataset_aliases(alias, name):
+    assert data.dataset_info(alias).name == name
+
+
+@pytest.mark.parametrize("split", ["val", "Train", "", None])
+def test_bad_split(split, tmp_path):
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        data.load("fashion-mnist", split, root=tmp_path)
+
+
+# --- the real Fashion-MNIST -------------------------------------------------------------------
+
+
+def test_real_fashion_mnist_splits(fashion):
+    train, test = fashion["train"], fashion["test"]
+    assert train.images.shape == (60000, 28, 28) and test.images.shape == (10000, 28, 28)
+    assert train.classes[0] == "T-shirt/top" and len(train.classes) == 10
+    assert torch.equal(torch.bincount(train.labels), torch.full((10,), 6000))
+    assert torch.equal(torch.bincount(test.labels), torch.full((10,), 1000))
+
+
+def test_load_is_cached(fashion_root, fashion):
+    assert data.load("fashion-mnist", "train", root=fashion_root) is fashion["train"]
+
+
+def test_balanced_subset(fashion):
+    labels = fashion["train"].labels
+    idx = data.balanced_subset(labels, 100, seed=1)
+    assert idx.dtype == torch.int64 and len(idx) == 100
+    assert len(torch.unique(idx)) == 100
+    # Indices point into the training split, which never overlaps the test split.
+    assert 0 <= int(idx.min()) and int(idx.max()) < len(labels)
+    assert torch.equal(torch.bincount(labels[idx], minlength=10), torch.full((10,), 10))
+    assert torch.equal(idx, data.balanced_subset(labels, 100, seed=1))
+    assert not torch.equal(idx, data.balanced_subset(labels, 100, seed=2))
+    # Classes are interleaved, not in blocks of one class.
+    assert len(torch.unique(labels[idx[:10]])) > 1
+
+
+def test_subset_takes_images_with_their_labels(fashion):
+    train = fashion["train"]
+    idx = data.balanced_subset(train.labels, 20, seed=0)
+    sub = train.subset(idx)
+    assert len(sub) == 20 and sub.classes == train.classes
+    assert torch.equal(sub.images[3], train.images[idx[3]]) and int(sub.labels[3]) == int(train.labels[idx[3]])
+
+
+@pytest.mark.parametrize("n", [15, 0, 5, -10, 100.0, "100"])
+def test_balanced_subset_rejects_uneven_sizes(n):
+    with pytest.raises(ValueError, match="multiple of 10"):
+        data.balanced_subset(torch.arange(1000) % 10, n)
+
+
+def test_balanced_subset_too_many_labels():
+    labels = torch.arange(100) % 10  # 10 per class
+    assert len(data.balanced_subset(labels, 100)) == 100
+    with pytest.raises(ValueError) as info:
+        data.balanced_subset(labels, 110)
+    assert "only 10 exist" in str(info.value) and "at most 100 labels" in str(info.value)
+
+
+def test_to_inputs_range_and_shape():
+    images = torch.tensor([0, 255, 128] * (4 * 784 // 3) + [7] * (4 * 784 % 3), dtype=torch.uint8).reshape(4, 28, 28)
+    x = data.to_inputs(images)
+    assert x.shape == (4, 784) and x.dtype == torch.float32
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert torch.allclose(x * 255, images.reshape(4, 784).float())
+    assert images.dtype == torch.uint8 and int(images.max()) == 255  # the input is not changed
+    floats = torch.rand(3, 1, 28, 28)
+    assert torch.equal(data.to_inputs(floats), floats.reshape(3, 784))
+    assert data.to_inputs(images, "cpu").device.type == "cpu"
