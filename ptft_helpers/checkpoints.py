@@ -153,4 +153,4 @@ def load_or_pretrain(
     metadata = {**wanted, "final_train_loss": history["train_loss"][-1], "final_test_loss": history["test_loss"][-1],
                 "history": history}
     save_checkpoint(model, path, **metadata)
-    return model.cpu(), metadata
+    return model.cpu(), load_checkpoint(path)["metadata"]  # read back: the file is known to load
