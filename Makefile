@@ -28,7 +28,7 @@ test: data
 
 ## notebooks: re-execute every notebook in full mode and store its outputs (about 30 min on 2 CPU cores)
 notebooks: data
-	PTFT_PROGRESS=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	PTFT_FAST=0 PTFT_PROGRESS=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.record_timing=False \
 	  --ExecutePreprocessor.store_widget_state=False $(NOTEBOOKS)
 
