@@ -1,11 +1,13 @@
-"""Fixtures shared by several test modules (most helpers live in ``helpers_idx``)."""
+"""Fixtures shared by several test modules (the IDX-writing helpers live in ``helpers_idx``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from helpers_idx import link_fashion
 
+from ptft_helpers import data
 from ptft_helpers.settings import REPO_ROOT
 
 
@@ -15,3 +17,24 @@ def artifacts_dir() -> Path:
     path = REPO_ROOT / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory) -> Path:
+    """A read-only data folder with the real Fashion-MNIST, shared by the whole session."""
+    return link_fashion(tmp_path_factory.mktemp("fashion-data"))
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_root) -> dict:
+    """The real Fashion-MNIST splits, loaded once: ``{"train": ImageData, "test": ImageData}``."""
+    return {split: data.load("fashion-mnist", split, root=fashion_root) for split in ("train", "test")}
+
+
+@pytest.fixture
+def data_env(tmp_path, monkeypatch) -> Path:
+    """A fresh data folder with the real Fashion-MNIST, set as ``PTFT_DATA``, outside fast mode."""
+    root = link_fashion(tmp_path / "data")
+    monkeypatch.setenv("PTFT_DATA", str(root))
+    monkeypatch.delenv("PTFT_FAST", raising=False)
+    return root

@@ -1,7 +1,6 @@
 """Shared helpers for the unit tests: writing real IDX files, and data folders that hold Fashion-MNIST.
 
-Not a conftest: test modules import what they need, e.g. ``from helpers_idx import fashion_root``
-(importing a fixture into a test module registers it there).
+The fixtures built on them (``fashion_root``, ``fashion``, ``data_env``) are in ``conftest.py``.
 
 IDX format (http://yann.lecun.com/exdb/mnist/): a big-endian int32 magic number, 0x00000803 for
 uint8 images and 0x00000801 for uint8 labels, then one big-endian int32 per dimension, then the
@@ -15,7 +14,6 @@ import gzip
 import struct
 from pathlib import Path
 
-import pytest
 import torch
 
 from ptft_helpers import data
@@ -79,25 +77,4 @@ def link_fashion(root: Path) -> Path:
     raw.mkdir(parents=True, exist_ok=True)
     for name in data.IDX_FILES:
         (raw / name).symlink_to(source / name)
-    return root
-
-
-@pytest.fixture(scope="session")
-def fashion_root(tmp_path_factory) -> Path:
-    """A read-only data folder with the real Fashion-MNIST, shared by the whole session."""
-    return link_fashion(tmp_path_factory.mktemp("fashion-data"))
-
-
-@pytest.fixture(scope="session")
-def fashion(fashion_root) -> dict:
-    """The real Fashion-MNIST splits, loaded once: ``{"train": ImageData, "test": ImageData}``."""
-    return {split: data.load("fashion-mnist", split, root=fashion_root) for split in ("train", "test")}
-
-
-@pytest.fixture
-def data_env(tmp_path, monkeypatch) -> Path:
-    """A fresh data folder with the real Fashion-MNIST, set as ``PTFT_DATA``, outside fast mode."""
-    root = link_fashion(tmp_path / "data")
-    monkeypatch.setenv("PTFT_DATA", str(root))
-    monkeypatch.delenv("PTFT_FAST", raising=False)
     return root

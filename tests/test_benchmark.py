@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import nn
 
-from helpers_idx import fashion, fashion_root  # noqa: F401 (fixtures)
 from ptft_helpers.models import build_autoencoder
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_training.py"

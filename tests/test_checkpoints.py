@@ -10,7 +10,6 @@ import torchvision
 from torch import nn
 
 import ptft_helpers
-from helpers_idx import data_env  # noqa: F401 (fixture)
 from ptft_helpers import checkpoints
 from ptft_helpers.checkpoints import (
     default_checkpoint_path,

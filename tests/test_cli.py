@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from helpers_idx import data_env  # noqa: F401 (fixture)
 from ptft_helpers import cli
 
 PROG = "python -m ptft_helpers"

@@ -5,7 +5,7 @@ import gzip
 import pytest
 import torch
 
-from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, fashion, fashion_root, write_idx_dataset  # noqa: F401 (fixtures)
+from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, write_idx_dataset
 from ptft_helpers import data
 
 NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
@@ -134,8 +134,9 @@ def test_real_fashion_mnist_splits(fashion):
     assert torch.equal(torch.bincount(test.labels), torch.full((10,), 1000))
 
 
-def test_load_is_cached(fashion_root, fashion):
-    assert data.load("fashion-mnist", "train", root=fashion_root) is fashion["train"]
+def test_load_is_cached(fashion_root):
+    first = data.load("fashion-mnist", "train", root=fashion_root)
+    assert data.load("fashion-mnist", "train", root=fashion_root) is first
 
 
 def test_balanced_subset(fashion):

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from helpers_idx import fashion, fashion_root  # noqa: F401 (fixtures)
 from ptft_helpers import training
 from ptft_helpers.data import balanced_subset, to_inputs
 from ptft_helpers.models import Classifier, Encoder, build_autoencoder
