@@ -1,0 +1,19 @@
+"""nbgrader configuration for the ptft exercises (docs/teaching.md, "Grading").
+
+The course folder is ``nbgrader/``: ``source/`` (committed, with solutions and hidden tests),
+``release/`` (student versions, from ``make assignments``), ``submitted/<student>/<assignment>/``
+(hand-ins), ``autograded/`` and ``feedback/``. The SQLite gradebook is ``nbgrader/gradebook.db``.
+Everything but ``source/`` is generated and kept out of git.
+"""
+
+from pathlib import Path
+
+c = get_config()  # noqa: F821 (nbgrader provides it)
+
+COURSE = Path(__file__).resolve().parent / "nbgrader"
+
+c.CourseDirectory.course_id = "ptft"
+c.CourseDirectory.root = str(COURSE)
+c.CourseDirectory.db_url = f"sqlite:///{COURSE / 'gradebook.db'}"
+# Each assignment runs in seconds; a cell that takes two minutes is stuck.
+c.Execute.timeout = 120
