@@ -7,7 +7,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 PORT ?= 8888
 export PYTHONUNBUFFERED := 1
 
-.PHONY: lab test data notebooks bench clean
+.PHONY: lab test data notebooks bench clean assignments autograde book checkpoints
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(PY) -m ptft_helpers data
 
-## lab: set up, then start JupyterLab on notebooks/
+## lab: set up, then start JupyterLab on notebooks/ (as root, with --allow-root; no news pop-ups: lab-settings/)
 lab: data
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(LAB_ARGS)
+	@if [ "$$(id -u)" = 0 ]; then echo "make lab: running as root, so JupyterLab gets --allow-root."; fi
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) \
+	  --LabApp.app_settings_dir="$(CURDIR)/lab-settings" $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 ## test: set up, then run the unit tests and every notebook under nbval, in fast mode
 test: data
@@ -35,6 +37,29 @@ notebooks: data
 ## bench: time the training loop against the naive loop (see benchmarks/README.md)
 bench: data
 	$(PY) benchmarks/bench_training.py
+
+# nbgrader runs alembic (its gradebook migrations) from PATH.
+NBGRADER := PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/nbgrader
+
+## assignments: write the exercises' student versions (no solutions) to nbgrader/release/ (docs/teaching.md)
+assignments: $(STAMP)
+	$(NBGRADER) generate_assignment "*" --force
+
+## autograde: grade every hand-in in nbgrader/submitted/<student>/<assignment>/ into the gradebook
+autograde: data
+	$(NBGRADER) autograde "*"
+
+## book: build the website (README, notebooks with their outputs, teacher's guide) into _build/html/
+book: $(STAMP)
+	cd $(CURDIR) && BASE_URL=$(BASE_URL) $(VENV)/bin/jupyter-book build --html --ci
+
+# The encoders the series loads: one `python -m ptft_helpers pretrain` option set per entry,
+# options separated by commas. Add an entry when a notebook loads a new encoder.
+ENCODERS := --pretext=plain --pretext=denoising --pretext=masked
+
+## checkpoints: pretrain every encoder the notebooks load (full recipe), so a class never waits for one
+checkpoints: data
+	for args in $(ENCODERS); do PTFT_FAST=0 $(PY) -m ptft_helpers pretrain $${args//,/ } || exit 1; done
 
 clean:
 	rm -rf $(VENV) data/checkpoints
