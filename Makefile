@@ -50,8 +50,9 @@ autograde: data
 	$(NBGRADER) autograde "*"
 
 ## book: build the website (README, notebooks with their outputs, teacher's guide) into _build/html/
+## (for a site under a sub-path, e.g. GitHub Pages: BASE_URL=/<repository> make book)
 book: $(STAMP)
-	cd $(CURDIR) && BASE_URL=$(BASE_URL) $(VENV)/bin/jupyter-book build --html --ci
+	$(VENV)/bin/jupyter-book build --html --ci
 
 # The encoders the series loads: one `python -m ptft_helpers pretrain` option set per entry,
 # options separated by commas. Add an entry when a notebook loads a new encoder.
