@@ -37,16 +37,23 @@ def run_batch(copies: int, threads: int, images: int) -> dict:
     """Start ``copies`` jobs at once with ``threads`` threads each; their training times and the wall time."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", JOB.format(images=images)], env=env, stdout=subprocess.PIPE,
-                              text=True) for _ in range(copies)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", JOB.format(images=images)], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(copies)
+    ]
     seconds = []
     for proc in procs:
         out, _ = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"A training copy failed (exit code {proc.returncode}).")
         seconds.append(float(out.strip().splitlines()[-1]))
-    return {"copies": copies, "threads": threads, "mean_s": statistics.fmean(seconds), "max_s": max(seconds),
-            "wall_s": time.perf_counter() - start}
+    return {
+        "copies": copies,
+        "threads": threads,
+        "mean_s": statistics.fmean(seconds),
+        "max_s": max(seconds),
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 def main() -> None:

