@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from ptft_helpers.settings import REPO_ROOT
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 NOTIFICATION = "@jupyterlab/apputils-extension:notification"
 
@@ -40,9 +43,10 @@ def get(url: str, token: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-@pytest.fixture
-def make_lab(tmp_path):
-    """``make lab`` running as root; yields (base URL, token, its output file)."""
+@pytest.fixture(scope="module")
+def make_lab(tmp_path_factory):
+    """``make lab`` running as root; yields (base URL, token, the process, its output file)."""
+    tmp_path = tmp_path_factory.mktemp("make_lab")
     home = tmp_path / "jupyter"
     port, token = free_port(), secrets.token_hex(16)
     env = {
@@ -104,3 +108,24 @@ def test_make_lab_as_root_reaches_lab_without_news(make_lab):
     # Overrides become the schema's defaults, which JupyterLab uses where the user has set nothing.
     defaults = {k: v.get("default") for k, v in json.loads(body)["schema"]["properties"].items()}
     assert (status, defaults["fetchNews"], defaults["checkForUpdates"]) == (200, "false", False), defaults
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
+def test_no_news_pop_up_in_the_browser(make_lab, tmp_path, artifacts_dir):
+    """Without lab-settings/, JupyterLab 4 asks "Would you like to get notified about official Jupyter news?"."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    base, token, proc, log = make_lab
+    wait_for_lab(base, token, proc, log)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1300, "height": 800})
+        try:
+            page.goto(f"{base}/lab?token={token}")
+            page.wait_for_selector(".jp-LauncherCard", timeout=60_000)
+            page.wait_for_timeout(6_000)  # the news question comes a moment after the launcher
+            page.screenshot(path=str(artifacts_dir / "make_lab.png"))
+            toasts = page.locator(".Toastify__toast")
+            assert toasts.count() == 0, [toasts.nth(i).text_content() for i in range(toasts.count())]
+        finally:
+            browser.close()
