@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
+    try:
+        parser = build_parser()  # reads PTFT_FAST for the defaults: a bad value is an error here already
+    except ValueError as err:
+        print(f"python -m ptft_helpers: error: {err}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return _run(args)
