@@ -179,7 +179,8 @@ def test_pretrain_default_path_is_in_the_data_folder(capsys, data_env, monkeypat
 
 
 @pytest.mark.parametrize("command", [["pretrain", "--help"], ["data"], ["evaluate", "x.pt"]])
-def test_a_bad_ptft_fast_is_one_line(capsys, monkeypatch, command):
-    monkeypatch.setenv("PTFT_FAST", "maybe")
+@pytest.mark.parametrize("switch", ["PTFT_FAST", "PTFT_PROGRESS"])
+def test_a_bad_switch_is_one_line(capsys, monkeypatch, command, switch):
+    monkeypatch.setenv(switch, "maybe")
     code, out, err = run(capsys, *command)
-    assert_one_line_error(code, out, err, "PTFT_FAST='maybe' is not a switch value", "set it to 1 or 0")
+    assert_one_line_error(code, out, err, f"{switch}='maybe' is not a switch value", "set it to 1 or 0")
