@@ -5,7 +5,7 @@ Starts N copies of the same training job at once (one epoch of autoencoder pretr
 long each copy's training took (mean and slowest) and the wall time of the batch. N copies stand for
 N students pressing Run at the same moment.
 
-    .venv/bin/python benchmarks/bench_threads.py                  # 1, 2 and 4 copies; about 2 minutes
+    .venv/bin/python benchmarks/bench_threads.py                  # 1, 2 and 4 copies (10 min on our busy 2 cores)
     .venv/bin/python benchmarks/bench_threads.py --copies 1 2 4 8 --images 10000
 
 Run it on an otherwise idle machine.
