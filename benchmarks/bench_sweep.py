@@ -30,7 +30,7 @@ from ptft_helpers import data
 from ptft_helpers.data import balanced_subset, to_inputs
 from ptft_helpers.models import Classifier, build_autoencoder
 from ptft_helpers.seeding import seeded
-from ptft_helpers.sweep import Job, test_accuracy, train_stack
+from ptft_helpers.sweep import Job, score_on_test, train_stack
 from ptft_helpers.training import evaluate, finetune
 
 LRS = (3e-4, 1e-3, 3e-3)
@@ -74,24 +74,31 @@ def main(argv: list[str] | None = None) -> dict:
 
     x = to_inputs(images)
     start = time.perf_counter()
-    jobs = [Job(copy.deepcopy(m), x, labels, x[:10], labels[:10], to_inputs(test.images), test.labels, lr, seed)
-            for m, (seed, lr) in zip(models, setups)]
-    batched = test_accuracy(jobs, train_stack(jobs, steps=steps, batch_size=len(images), check_every=steps))
+    jobs = [
+        Job(copy.deepcopy(m), x, labels, x[:10], labels[:10], to_inputs(test.images), test.labels, lr, seed)
+        for m, (seed, lr) in zip(models, setups)
+    ]
+    batched = score_on_test(jobs, train_stack(jobs, steps=steps, batch_size=len(images), check_every=steps))
     t_batched = time.perf_counter() - start
 
     result = {
-        "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": str(torch.__version__),
-        "runs": runs, "labels": args.labels, "steps": steps,
-        "alone_seconds": t_alone, "batched_seconds": t_batched,
-        "alone_runs_per_s": runs / t_alone, "batched_runs_per_s": runs / t_batched,
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "runs": runs,
+        "labels": args.labels,
+        "steps": steps,
+        "alone_seconds": t_alone,
+        "batched_seconds": t_batched,
+        "alone_runs_per_s": runs / t_alone,
+        "batched_runs_per_s": runs / t_batched,
         "speedup": t_alone / t_batched,
         "max_test_acc_diff_pp": 100 * max(abs(a - b) for a, b in zip(alone, batched)),
     }
     print(f"{result['cpu']}, {result['threads']} threads, torch {result['torch']}")
     print(f"{runs} runs of a 784-256-32 MLP classifier, {args.labels} labels, {steps} full-batch Adam steps each")
     print(f"one at a time: {t_alone:6.1f} s  {result['alone_runs_per_s']:6.2f} runs/s")
-    print(f"batched      : {t_batched:6.1f} s  {result['batched_runs_per_s']:6.2f} runs/s  "
-          f"({result['speedup']:.1f}x)")
+    print(f"batched      : {t_batched:6.1f} s  {result['batched_runs_per_s']:6.2f} runs/s  ({result['speedup']:.1f}x)")
     print(f"largest test-accuracy difference, alone vs batched: {result['max_test_acc_diff_pp']:.2f} points")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -37,9 +37,9 @@ from .data import ImageData, balanced_subset, to_inputs
 from .models import Autoencoder, Classifier, build_autoencoder
 from .pca import principal_subspace
 from .seeding import seeded
-from .settings import checkpoint_dir, pick, progress_enabled
+from .settings import checkpoint_dirs, pick, progress_enabled, writable_checkpoint_dir
 from .stats import Interval, holm, t_interval
-from .sweep import Job, test_accuracy, train_stack
+from .sweep import Job, score_on_test, train_stack
 from .training import corrupt, pretrain
 from .validation import positive_int
 
@@ -74,10 +74,10 @@ def protocol() -> Protocol:
         label_counts=pick((20, 50, 100, 500, 1000), (20, 100)),
         seeds_small=pick(12, 3),
         seeds_large=pick(6, 3),
-        pretrain_runs=pick(3, 1),
-        steps=pick(300, 30),
+        pretrain_runs=pick(3, 2),
+        steps=pick(150, 20),
         batch_size=128,
-        check_every=pick(15, 10),
+        check_every=10,
         val_fraction=0.2,
     )
 
@@ -129,14 +129,23 @@ def load_or_pretrain_on_subset(
     positive_int(steps, "steps")
     epochs = max(1, round(steps / -(-size // batch_size)))
     name = f"fashion-mnist-mlp-256-32-{pretext}-e{epochs}-n{size}-s{seed}-subset.pt"
-    if (checkpoint_dir() / name).is_file():
-        return load_autoencoder(checkpoint_dir() / name)[0]
+    for folder in checkpoint_dirs():
+        if (folder / name).is_file():
+            return load_autoencoder(folder / name)[0]
     with seeded(seed):
         model = build_autoencoder()
-    history = pretrain(model, train.images[:size], epochs=epochs, pretext=pretext, seed=seed, batch_size=batch_size,
-                       progress=False)
-    save_checkpoint(model, checkpoint_dir() / name, pretext=pretext, seed=seed, train_size=size,
-                    epochs=epochs, seconds=sum(history["seconds"]))
+    history = pretrain(
+        model, train.images[:size], epochs=epochs, pretext=pretext, seed=seed, batch_size=batch_size, progress=False
+    )
+    save_checkpoint(
+        model,
+        writable_checkpoint_dir() / name,
+        pretext=pretext,
+        seed=seed,
+        train_size=size,
+        epochs=epochs,
+        seconds=sum(history["seconds"]),
+    )
     return model.cpu()
 
 
@@ -185,8 +194,20 @@ def make_jobs(
 
     def add(method, model, inputs, test_x, lrs, **extra):
         for lr in lrs:
-            jobs.append(Job(copy.deepcopy(model), inputs[0], y_tr, inputs[1], y_va, test_x, test.labels, lr, seed,
-                            {**base, "method": method, "lr": lr, **extra}))
+            jobs.append(
+                Job(
+                    copy.deepcopy(model),
+                    inputs[0],
+                    y_tr,
+                    inputs[1],
+                    y_va,
+                    test_x,
+                    test.labels,
+                    lr,
+                    seed,
+                    {**base, "method": method, "lr": lr, **extra},
+                )
+            )
 
     with seeded(seed):
         random_encoder = build_autoencoder().encoder
@@ -204,16 +225,29 @@ def make_jobs(
             if key not in cache:
                 cache[key] = features(enc, x_te, layer)
             f_tr, f_va = features(enc, x_tr, layer), features(enc, x_va, layer)
-            add(f"probe {layer}", _linear(f_tr.shape[1], seed), (f_tr, f_va), cache[key], HEAD_LRS, encoder=p,
-                pretrain_run=run)
+            add(
+                f"probe {layer}",
+                _linear(f_tr.shape[1], seed),
+                (f_tr, f_va),
+                cache[key],
+                HEAD_LRS,
+                encoder=p,
+                pretrain_run=run,
+            )
     if "pixels" in methods:
         add("pixels", _linear(784, seed), (x_tr, x_va), x_te, HEAD_LRS, encoder="none")
     if "PCA32" in methods and pca is not None:
         mean, basis = pca
         if "pca" not in cache:
             cache["pca"] = (x_te - mean) @ basis
-        add("PCA32", _linear(basis.shape[1], seed), ((x_tr - mean) @ basis, (x_va - mean) @ basis), cache["pca"],
-            HEAD_LRS, encoder="pca")
+        add(
+            "PCA32",
+            _linear(basis.shape[1], seed),
+            ((x_tr - mean) @ basis, (x_va - mean) @ basis),
+            cache["pca"],
+            HEAD_LRS,
+            encoder="pca",
+        )
     return jobs
 
 
@@ -245,8 +279,13 @@ def run_jobs(jobs: Sequence[Job], prot: Protocol, progress=None) -> list[dict]:
     seconds = [0.0] * len(jobs)
     for members in stacks.values():
         start = time.perf_counter()
-        results = train_stack([jobs[i] for i in members], steps=prot.steps, batch_size=prot.batch_size,
-                              check_every=prot.check_every, progress=progress)
+        results = train_stack(
+            [jobs[i] for i in members],
+            steps=prot.steps,
+            batch_size=prot.batch_size,
+            check_every=prot.check_every,
+            progress=progress,
+        )
         share = (time.perf_counter() - start) / len(members)
         for i, r in zip(members, results):
             trained[i], seconds[i] = r, share
@@ -256,16 +295,24 @@ def run_jobs(jobs: Sequence[Job], prot: Protocol, progress=None) -> list[dict]:
         runs.setdefault(key, []).append(i)
     # The run's choice: best validation accuracy, then lower validation loss, then the smaller learning rate.
     chosen = [min(m, key=lambda i: (-trained[i].val_acc, trained[i].val_loss, jobs[i].lr)) for m in runs.values()]
-    test_acc = test_accuracy([jobs[i] for i in chosen], [trained[i] for i in chosen])
+    test_acc = score_on_test([jobs[i] for i in chosen], [trained[i] for i in chosen])
     rows = []
     for members, i, acc in zip(runs.values(), chosen, test_acc):
         t = trained[i]
         late = [a for s, a, _ in t.curve if s > t.best_step]
-        rows.append({
-            **jobs[i].info, "steps": prot.steps, "best_step": t.best_step, "val_acc": t.val_acc, "val_loss": t.val_loss,
-            "final_val_acc": t.curve[-1][1], "max_val_acc_after_best": max(late) if late else t.val_acc,
-            "test_acc": acc, "seconds": sum(seconds[j] for j in members),
-        })
+        rows.append(
+            {
+                **jobs[i].info,
+                "steps": prot.steps,
+                "best_step": t.best_step,
+                "val_acc": t.val_acc,
+                "val_loss": t.val_loss,
+                "final_val_acc": t.curve[-1][1],
+                "max_val_acc_after_best": max(late) if late else t.val_acc,
+                "test_acc": acc,
+                "seconds": sum(seconds[j] for j in members),
+            }
+        )
     return rows
 
 
@@ -283,8 +330,20 @@ def paired_gains(rows: Sequence[Mapping], *, baseline: str = "scratch") -> list[
     out = []
     for (method, encoder, n, val_counts, size), diffs in groups.items():
         ci: Interval = t_interval([diffs[s] for s in sorted(diffs)])
-        out.append({"method": method, "encoder": encoder, "labels": n, "val_counts": val_counts, "pretrain_size": size,
-                    "gain_pp": ci.mean, "low": ci.low, "high": ci.high, "p": ci.p, "seeds": ci.n})
+        out.append(
+            {
+                "method": method,
+                "encoder": encoder,
+                "labels": n,
+                "val_counts": val_counts,
+                "pretrain_size": size,
+                "gain_pp": ci.mean,
+                "low": ci.low,
+                "high": ci.high,
+                "p": ci.p,
+                "seeds": ci.n,
+            }
+        )
     for r, p in zip(out, holm([r["p"] for r in out])):
         r["p_holm"] = p
     return out
@@ -317,6 +376,7 @@ def save_rows(rows: Sequence[Mapping], path: str | Path) -> None:
 
 def load_rows(path: str | Path) -> list[dict]:
     """Read ``save_rows``' CSV back, with numbers as numbers and booleans as booleans (empty cells dropped)."""
+
     def value(text: str):
         if text in ("True", "False"):
             return text == "True"

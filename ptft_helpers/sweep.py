@@ -89,9 +89,7 @@ def _scores(base: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor, chu
     return correct / n, loss / n  # float64: accuracies are exact fractions
 
 
-def train_stack(
-    jobs: Sequence[Job], *, steps: int, batch_size: int, check_every: int, progress=None
-) -> list[Trained]:
+def train_stack(jobs: Sequence[Job], *, steps: int, batch_size: int, check_every: int, progress=None) -> list[Trained]:
     """Train every job for ``steps`` Adam steps (whole epochs of shuffled mini-batches), all at once.
 
     The validation split is scored every ``check_every`` steps and after the last; each job keeps its
@@ -159,14 +157,19 @@ def train_stack(
             if progress is not None:
                 progress.update(k)
     return [
-        Trained({name: p[i] for name, p in best.items()}, int(best_step[i]), float(best_acc[i]), float(best_loss[i]),
-                curves[i])
+        Trained(
+            {name: p[i] for name, p in best.items()},
+            int(best_step[i]),
+            float(best_acc[i]),
+            float(best_loss[i]),
+            curves[i],
+        )
         for i in range(k)
     ]
 
 
 @torch.no_grad()
-def test_accuracy(jobs: Sequence[Job], trained: Sequence[Trained], chunk: int = 16) -> list[float]:
+def score_on_test(jobs: Sequence[Job], trained: Sequence[Trained], chunk: int = 16) -> list[float]:
     """Each job's test accuracy with its trained weights (jobs with the same layers and test inputs are
     scored together)."""
     out = [0.0] * len(jobs)

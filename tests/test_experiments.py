@@ -11,7 +11,7 @@ from ptft_helpers import experiments as ex
 from ptft_helpers.data import balanced_subset, to_inputs
 from ptft_helpers.models import Classifier, build_autoencoder
 from ptft_helpers.seeding import seeded
-from ptft_helpers.sweep import Job, test_accuracy, train_stack
+from ptft_helpers.sweep import Job, score_on_test, train_stack
 from ptft_helpers.training import corrupt, evaluate, finetune
 
 # A model trained in a stack must score what it scores trained alone. The stack runs the same
@@ -40,10 +40,12 @@ def test_a_batched_run_scores_what_it_scores_trained_alone(small):
         clf = copy.deepcopy(model)
         finetune(clf, images, labels, epochs=5, lr=lr, batch_size=64, seed=seed, progress=False)  # 4 steps/epoch
         alone.append(evaluate(clf, test_images, test_labels)["accuracy"])
-    jobs = [Job(copy.deepcopy(m), x, labels, x[:20], labels[:20], xt, test_labels, lr, seed)
-            for m, (seed, lr) in zip(models, setups)]
+    jobs = [
+        Job(copy.deepcopy(m), x, labels, x[:20], labels[:20], xt, test_labels, lr, seed)
+        for m, (seed, lr) in zip(models, setups)
+    ]
     trained = train_stack(jobs, steps=20, batch_size=64, check_every=20)
-    batched = test_accuracy(jobs, trained)
+    batched = score_on_test(jobs, trained)
     assert max(abs(a - b) for a, b in zip(alone, batched)) <= TOLERANCE, (alone, batched)
     assert len(set(alone)) == 3  # three different runs, not one result three times
 
@@ -70,8 +72,10 @@ def test_stack_refuses_jobs_of_different_sizes(small):
     images, labels, *_ = small
     x = to_inputs(images)
     head = torch.nn.Linear(784, 10)
-    jobs = [Job(head, x[:50], labels[:50], x[:10], labels[:10], x, labels, 1e-3, 0),
-            Job(head, x[:60], labels[:60], x[:10], labels[:10], x, labels, 1e-3, 0)]
+    jobs = [
+        Job(head, x[:50], labels[:50], x[:10], labels[:10], x, labels, 1e-3, 0),
+        Job(head, x[:60], labels[:60], x[:10], labels[:10], x, labels, 1e-3, 0),
+    ]
     with pytest.raises(ValueError, match="same number"):
         train_stack(jobs, steps=2, batch_size=8, check_every=1)
     with pytest.raises(ValueError, match="steps"):
@@ -100,10 +104,18 @@ def test_jobs_pair_every_method_on_the_same_labelled_images(fashion):
     train, test = fashion["train"], fashion["test"]
     with seeded(7):
         encoders = {"plain": [build_autoencoder().encoder, build_autoencoder().encoder]}
-    jobs = ex.make_jobs(encoders, train, test, n=50, seed=3, n_val=10, pca=ex.fit_pca(train), cache={})
+    jobs = ex.make_jobs(encoders, train, test, n=50, seed=3, n_val=10, pca=ex.fit_pca(train.subset(torch.arange(2000))), cache={})
     methods = {(j.info["method"], j.info["encoder"]) for j in jobs}
-    assert methods == {("scratch", "none"), ("fine-tune", "plain"), ("probe code", "plain"), ("probe code", "random"),
-                       ("probe hidden", "plain"), ("probe hidden", "random"), ("pixels", "none"), ("PCA32", "pca")}
+    assert methods == {
+        ("scratch", "none"),
+        ("fine-tune", "plain"),
+        ("probe code", "plain"),
+        ("probe code", "random"),
+        ("probe hidden", "plain"),
+        ("probe hidden", "random"),
+        ("pixels", "none"),
+        ("PCA32", "pca"),
+    }
     assert len(jobs) == 3 * len(methods)  # three learning rates each
     labels = {tuple(j.train_y.tolist()) for j in jobs}
     assert len(labels) == 1  # every method sees the same labelled subset
@@ -115,8 +127,10 @@ def test_paired_gains_by_hand():
     rows = []
     for seed, (base, method) in enumerate([(0.50, 0.52), (0.60, 0.61), (0.70, 0.73)]):
         common = {"labels": 100, "seed": seed, "val_counts": True}
-        rows += [{**common, "method": "scratch", "encoder": "none", "test_acc": base},
-                 {**common, "method": "fine-tune", "encoder": "plain", "test_acc": method}]
+        rows += [
+            {**common, "method": "scratch", "encoder": "none", "test_acc": base},
+            {**common, "method": "fine-tune", "encoder": "plain", "test_acc": method},
+        ]
     (gain,) = ex.paired_gains(rows)
     # Differences 2, 1, 3 points: mean 2, sd 1, se 1/sqrt(3), t(0.975, 2) = 4.303.
     assert gain["gain_pp"] == pytest.approx(2.0)
