@@ -104,7 +104,9 @@ def test_jobs_pair_every_method_on_the_same_labelled_images(fashion):
     train, test = fashion["train"], fashion["test"]
     with seeded(7):
         encoders = {"plain": [build_autoencoder().encoder, build_autoencoder().encoder]}
-    jobs = ex.make_jobs(encoders, train, test, n=50, seed=3, n_val=10, pca=ex.fit_pca(train.subset(torch.arange(2000))), cache={})
+    jobs = ex.make_jobs(
+        encoders, train, test, n=50, seed=3, n_val=10, pca=ex.fit_pca(train.subset(torch.arange(2000))), cache={}
+    )
     methods = {(j.info["method"], j.info["encoder"]) for j in jobs}
     assert methods == {
         ("scratch", "none"),
