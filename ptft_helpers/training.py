@@ -24,7 +24,7 @@ from .settings import progress_enabled
 from .validation import positive_int
 
 History = dict[str, list[float]]
-PRETEXTS = ("plain", "denoising", "masked")
+PRETEXTS = ("plain", "denoising", "masked", "masked-rescaled")
 
 
 class TrainingDiverged(ValueError):
@@ -58,14 +58,16 @@ def corrupt(
     """The encoder's input for a pretext task; the target is always the clean ``x``.
 
     plain: x itself. denoising: x plus Gaussian noise of std ``noise_std``.
-    masked: a random ``mask_ratio`` of the pixels set to 0.
+    masked: a random ``mask_ratio`` of the pixels set to 0. masked-rescaled: the same, with the kept
+    pixels divided by ``1 - mask_ratio`` (inverted dropout), so the input's mean matches a clean image's.
     """
     if pretext == "plain":
         return x
     if pretext == "denoising":
         return x + noise_std * torch.randn(x.shape, generator=generator).to(x.device)
-    if pretext == "masked":
-        return x * (torch.rand(x.shape, generator=generator) >= mask_ratio).to(x.device)
+    if pretext in ("masked", "masked-rescaled"):
+        kept = x * (torch.rand(x.shape, generator=generator) >= mask_ratio).to(x.device)
+        return kept / (1 - mask_ratio) if pretext == "masked-rescaled" else kept
     raise ValueError(f"Unknown pretext {pretext!r}. Choose one of: {', '.join(PRETEXTS)}.")
 
 

@@ -1,0 +1,159 @@
+"""The notebook-05 experiment: batched training, the labelled split, the jobs, the paired gains."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from ptft_helpers import experiments as ex
+from ptft_helpers.data import balanced_subset, to_inputs
+from ptft_helpers.models import Classifier, build_autoencoder
+from ptft_helpers.seeding import seeded
+from ptft_helpers.sweep import Job, score_on_test, train_stack
+from ptft_helpers.training import corrupt, evaluate, finetune
+
+# A model trained in a stack must score what it scores trained alone. The stack runs the same
+# arithmetic in a different order (batched matrix products, Adam written out), so weights may differ
+# in the last bits; we allow 0.2 percentage points of test accuracy (4 of the 2,000 test images).
+TOLERANCE = 0.002
+
+
+@pytest.fixture(scope="module")
+def small(fashion):
+    train, test = fashion["train"], fashion["test"]
+    idx = balanced_subset(train.labels, 200, seed=3)
+    return train.images[idx], train.labels[idx], test.images[:2000], test.labels[:2000]
+
+
+def test_a_batched_run_scores_what_it_scores_trained_alone(small):
+    images, labels, test_images, test_labels = small
+    x, xt = to_inputs(images), to_inputs(test_images)
+    setups = [(0, 1e-3), (1, 3e-3), (2, 3e-4)]
+    models = []
+    for seed, _ in setups:
+        with seeded(seed):
+            models.append(Classifier(build_autoencoder().encoder))
+    alone = []
+    for model, (seed, lr) in zip(models, setups):
+        clf = copy.deepcopy(model)
+        finetune(clf, images, labels, epochs=5, lr=lr, batch_size=64, seed=seed, progress=False)  # 4 steps/epoch
+        alone.append(evaluate(clf, test_images, test_labels)["accuracy"])
+    jobs = [
+        Job(copy.deepcopy(m), x, labels, x[:20], labels[:20], xt, test_labels, lr, seed)
+        for m, (seed, lr) in zip(models, setups)
+    ]
+    trained = train_stack(jobs, steps=20, batch_size=64, check_every=20)
+    batched = score_on_test(jobs, trained)
+    assert max(abs(a - b) for a, b in zip(alone, batched)) <= TOLERANCE, (alone, batched)
+    assert len(set(alone)) == 3  # three different runs, not one result three times
+
+
+def test_early_stopping_keeps_the_best_validation_check(small):
+    images, labels, test_images, test_labels = small
+    x = to_inputs(images)
+    with seeded(0):
+        model = Classifier(build_autoencoder().encoder)
+    # A huge learning rate: validation accuracy goes up and down, so the best check is not always the last.
+    job = Job(model, x[:100], labels[:100], x[100:], labels[100:], to_inputs(test_images), test_labels, 3e-2, 0)
+    (trained,) = train_stack([job], steps=40, batch_size=100, check_every=5)
+    steps = [s for s, _, _ in trained.curve]
+    assert steps == list(range(5, 41, 5))
+    best = max(trained.curve, key=lambda c: (c[1], -c[2]))
+    assert (trained.best_step, trained.val_acc) == (best[0], pytest.approx(best[1]))
+    # The kept weights are the ones from that check: rescoring them on validation gives its accuracy.
+    clf = copy.deepcopy(model)
+    clf.load_state_dict(trained.params)
+    assert evaluate(clf, images[100:], labels[100:])["accuracy"] == pytest.approx(trained.val_acc)
+
+
+def test_stack_refuses_jobs_of_different_sizes(small):
+    images, labels, *_ = small
+    x = to_inputs(images)
+    head = torch.nn.Linear(784, 10)
+    jobs = [
+        Job(head, x[:50], labels[:50], x[:10], labels[:10], x, labels, 1e-3, 0),
+        Job(head, x[:60], labels[:60], x[:10], labels[:10], x, labels, 1e-3, 0),
+    ]
+    with pytest.raises(ValueError, match="same number"):
+        train_stack(jobs, steps=2, batch_size=8, check_every=1)
+    with pytest.raises(ValueError, match="steps"):
+        train_stack(jobs[:1], steps=0, batch_size=8, check_every=1)
+
+
+def test_split_is_balanced_disjoint_and_counts_against_n(fashion):
+    labels = fashion["train"].labels
+    train_idx, val_idx = ex.split_labelled(labels, 100, 20, seed=4)
+    assert len(train_idx) == 80 and len(val_idx) == 20
+    assert not set(train_idx.tolist()) & set(val_idx.tolist())
+    assert torch.bincount(labels[val_idx], minlength=10).tolist() == [2] * 10
+    assert torch.bincount(labels[train_idx], minlength=10).tolist() == [8] * 10
+    assert set(torch.cat([train_idx, val_idx]).tolist()) == set(balanced_subset(labels, 100, seed=4).tolist())
+    with pytest.raises(ValueError, match="multiple of 10"):
+        ex.split_labelled(labels, 100, 15, seed=0)
+
+
+def test_protocol_sizes():
+    prot = ex.Protocol((20, 100, 500), 12, 6, 3, 300, 128, 15, 0.2)
+    assert [len(prot.seeds(n)) for n in (20, 100, 500)] == [12, 12, 6]
+    assert [prot.val_size(n) for n in (20, 50, 100, 1000)] == [10, 10, 20, 200]
+
+
+def test_jobs_pair_every_method_on_the_same_labelled_images(fashion):
+    train, test = fashion["train"], fashion["test"]
+    with seeded(7):
+        encoders = {"plain": [build_autoencoder().encoder, build_autoencoder().encoder]}
+    jobs = ex.make_jobs(
+        encoders, train, test, n=50, seed=3, n_val=10, pca=ex.fit_pca(train.subset(torch.arange(2000))), cache={}
+    )
+    methods = {(j.info["method"], j.info["encoder"]) for j in jobs}
+    assert methods == {
+        ("scratch", "none"),
+        ("fine-tune", "plain"),
+        ("probe code", "plain"),
+        ("probe code", "random"),
+        ("probe hidden", "plain"),
+        ("probe hidden", "random"),
+        ("pixels", "none"),
+        ("PCA32", "pca"),
+    }
+    assert len(jobs) == 3 * len(methods)  # three learning rates each
+    labels = {tuple(j.train_y.tolist()) for j in jobs}
+    assert len(labels) == 1  # every method sees the same labelled subset
+    assert {j.info["pretrain_run"] for j in jobs if j.info["encoder"] == "plain"} == {1}  # seed 3 -> run 3 % 2
+    assert {j.info["n_train"] for j in jobs} == {40}
+
+
+def test_paired_gains_by_hand():
+    rows = []
+    for seed, (base, method) in enumerate([(0.50, 0.52), (0.60, 0.61), (0.70, 0.73)]):
+        common = {"labels": 100, "seed": seed, "val_counts": True}
+        rows += [
+            {**common, "method": "scratch", "encoder": "none", "test_acc": base},
+            {**common, "method": "fine-tune", "encoder": "plain", "test_acc": method},
+        ]
+    (gain,) = ex.paired_gains(rows)
+    # Differences 2, 1, 3 points: mean 2, sd 1, se 1/sqrt(3), t(0.975, 2) = 4.303.
+    assert gain["gain_pp"] == pytest.approx(2.0)
+    assert gain["high"] - gain["gain_pp"] == pytest.approx(4.302653 / 3**0.5, abs=1e-4)
+    assert gain["p_holm"] == pytest.approx(gain["p"])  # a family of one
+
+
+def test_masked_rescaled_keeps_the_mean_input():
+    x = torch.full((200, 784), 0.5)
+    out = corrupt(x, "masked-rescaled", torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) == {0.0, 1.0}  # kept pixels doubled (mask ratio 0.5)
+    assert out.mean().item() == pytest.approx(0.5, abs=0.01)
+    masked = corrupt(x, "masked", torch.Generator().manual_seed(0))
+    assert torch.equal(out, masked * 2)  # the same mask
+
+
+def test_probe_features_are_the_frozen_encoder_layers():
+    with seeded(0):
+        encoder = build_autoencoder().encoder
+    x = torch.rand(5, 784)
+    assert torch.equal(ex.features(encoder, x, "code"), encoder(x))
+    assert ex.features(encoder, x, "hidden").shape == (5, 256)
+    with pytest.raises(ValueError, match="layer"):
+        ex.features(encoder, x, "middle")
