@@ -8,7 +8,9 @@ One module per concern, from the ground floor up:
 - ``models`` (the autoencoders and the classifier), ``pca`` (PCA and the linear autoencoder);
 - ``training`` (pretrain, finetune, evaluate), ``checkpoints`` (the checkpoint file format);
 - ``pretrained`` (load or train the shared encoders), ``explorers`` (the latent-size and learning-rate
-  experiments), ``experiments`` (notebook 05's label-efficiency sweep);
+  experiments), ``stats`` (paired differences, t-based confidence intervals, Holm),
+  ``sweep`` (many small classifiers trained at once with ``torch.func``), ``experiments`` (notebook 05's
+  label-efficiency protocol);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``
   (``python -m ptft_helpers``).
 """

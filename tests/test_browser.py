@@ -30,14 +30,24 @@ from ptft_helpers.settings import REPO_ROOT
 
 NOTEBOOK = "02_building_the_autoencoder.ipynb"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 EXPLORER = ".ptft-latent-explorer"
 FIGURE = f"{EXPLORER} .widget-output img"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run does it)"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run does it)"
+    ),
 ]
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
@@ -57,10 +67,20 @@ def free_port() -> int:
 
 def write_notebook(path: Path, cells: list[str]) -> None:
     nb = {
-        "cells": [{"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {},
-                   "outputs": [], "source": src} for i, src in enumerate(cells)],
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"cell{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": src,
+            }
+            for i, src in enumerate(cells)
+        ],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
-        "nbformat": 4, "nbformat_minor": 5,
+        "nbformat": 4,
+        "nbformat_minor": 5,
     }
     path.write_text(json.dumps(nb, indent=1))
 
@@ -97,8 +117,9 @@ def stop_server(proc: subprocess.Popen, base: str, token: str) -> None:
     """Ask the server to shut down (it stops its kernels), then make sure its process group is gone."""
     if proc.poll() is None:
         try:
-            request = urllib.request.Request(f"{base}/api/shutdown", method="POST",
-                                             headers={"Authorization": f"token {token}"})
+            request = urllib.request.Request(
+                f"{base}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
+            )
             urllib.request.urlopen(request, timeout=5).close()
             proc.wait(timeout=15)
         except (OSError, subprocess.TimeoutExpired):
@@ -129,7 +150,8 @@ def lab(tmp_path):
     (config / "labconfig").mkdir(parents=True)
     # No "get Jupyter news?" pop-up over the notebook.
     (config / "labconfig" / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
     env = {
         **os.environ,
         "PTFT_FAST": "1",
@@ -146,12 +168,28 @@ def lab(tmp_path):
     log = tmp_path / "jupyterlab.log"
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-             "--ServerApp.terminals_enabled=False", "--LabApp.news_url=None",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-             *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI runs as root
-            cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+                "--ServerApp.terminals_enabled=False",
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                *(["--allow-root"] if os.geteuid() == 0 else []),
+            ],  # CI runs as root
+            cwd=root,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for_server(f"{base}/api/status?token={token}", proc, log)
         yield base, token, NOTEBOOK
@@ -163,8 +201,12 @@ def test_latent_size_slider_changes_the_figure(lab, tmp_path, artifacts_dir):
     base, token, notebook = lab
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
         page = browser.pages[0] if browser.pages else browser.new_page()
         page.set_default_timeout(60_000)
         try:
@@ -178,7 +220,9 @@ def test_latent_size_slider_changes_the_figure(lab, tmp_path, artifacts_dir):
                 try:
                     page.wait_for_function(
                         "() => { const p = document.querySelector('.jp-CodeCell .jp-InputPrompt');"
-                        " return p !== null && p.textContent.trim() !== '[ ]:'; }", timeout=10_000)
+                        " return p !== null && p.textContent.trim() !== '[ ]:'; }",
+                        timeout=10_000,
+                    )
                     break
                 except sync_api.TimeoutError:
                     if attempt == 2:
@@ -199,10 +243,14 @@ def test_latent_size_slider_changes_the_figure(lab, tmp_path, artifacts_dir):
             page.wait_for_function(
                 "([selector, before]) => { const img = document.querySelector(selector);"
                 " return img !== null && img.getAttribute('src') !== before; }",
-                arg=[FIGURE, before], timeout=60_000)
+                arg=[FIGURE, before],
+                timeout=60_000,
+            )
             page.wait_for_function(
                 "(selector) => !document.querySelector(selector).textContent.includes('training')",
-                arg=f"{EXPLORER} .ptft-status", timeout=30_000)
+                arg=f"{EXPLORER} .ptft-status",
+                timeout=30_000,
+            )
 
             after = page.locator(FIGURE).first.get_attribute("src")
             assert after != before and after.startswith("data:image/png")
