@@ -8,6 +8,7 @@ no PIL, no per-image Python loop.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -18,10 +19,17 @@ from torch import nn
 from .data import to_inputs
 from .devices import pick_device, synchronize
 from .models import IMAGE_SHAPE
-from .training import History, TrainingDiverged, _adam, _batches, _check_positive_int, _progress, check_learning_rate
+from .settings import pick
+from .training import History, TrainingDiverged, _batches, _progress, adam, check_learning_rate
+from .validation import positive_int
 
 AUGMENT_DEFAULTS = {"crop_scale": (0.6, 1.0), "max_rotation": 15.0, "max_shift": 0.1, "flip": True,
                     "jitter": 0.4, "erase": 0.25}
+
+
+def contrastive_settings() -> dict:
+    """The SimCLR recipe of notebook 06 for ``pretrained.load_or_pretrain`` (smaller in fast mode, same code path)."""
+    return {"epochs": pick(15, 2), "train_size": pick(60000, 1024), "lr": 1e-3, "batch_size": 256, "temperature": 0.5}
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -100,7 +108,7 @@ class SmallConvEncoder(nn.Module):
 
     def __init__(self, channels: int = 32):
         super().__init__()
-        _check_positive_int(channels, "channels")
+        positive_int(channels, "channels")
         c = channels
         self.config = {"arch": "smallconv", "channels": c}
         self.latent_dim = 4 * c
@@ -164,8 +172,8 @@ def pretrain_contrastive(
     Returns per-epoch ``train_loss``, ``seconds`` and ``images_per_s`` (images, not views), and every step's loss
     in ``step_loss``. ``augmentations`` override ``AUGMENT_DEFAULTS``. Raises ``TrainingDiverged`` on NaN.
     """
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size")
+    positive_int(epochs, "epochs")
+    positive_int(batch_size, "batch_size")
     lr = check_learning_rate(lr)
     unknown = set(augmentations) - set(AUGMENT_DEFAULTS)
     if unknown:
@@ -175,7 +183,7 @@ def pretrain_contrastive(
     device = pick_device(device)
     model.to(device, memory_format=torch.channels_last).train()  # channels last: ~2x faster convolutions on a CPU
     x = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE)
-    optimizer = _adam(model.parameters(), lr, device)
+    optimizer = adam(model.parameters(), lr, device)
     generator = torch.Generator().manual_seed(seed)
     history: History = {"epoch": [], "train_loss": [], "seconds": [], "images_per_s": [], "step_loss": []}
     with _progress(epochs, "pretrain (SimCLR)", progress) as bar:
@@ -220,3 +228,92 @@ def embed(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 2048,
     out = [encoder(to_inputs(images[i : i + batch_size], device)).float().cpu() for i in range(0, len(images), batch_size)]
     encoder.train(was_training)
     return torch.cat(out)
+
+
+def train_augmented(
+    classifier: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    steps: int = 500,
+    lr: float = 1e-3,
+    encoder_lr: float | None = None,
+    batch_size: int = 128,
+    eval_every: int = 50,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    **augmentations,
+) -> History:
+    """Train a ``models.Classifier`` with cross-entropy on augmented views of the labelled ``images``.
+
+    Before training and every ``eval_every`` steps the accuracy on ``val=(images, labels)`` is recorded; at the end
+    the classifier gets back the weights of its best validation check (early stopping chosen on validation data, never on test).
+    ``encoder_lr`` (default ``lr``) is the encoder's learning rate. Returns ``step``, ``val_acc`` and
+    ``train_loss`` (mean over the steps since the last check; NaN at step 0) per check, and the chosen ``best_step``.
+    """
+    positive_int(steps, "steps")
+    positive_int(eval_every, "eval_every")
+    lr = check_learning_rate(lr)
+    encoder_lr = lr if encoder_lr is None else check_learning_rate(encoder_lr, "encoder learning rate")
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match one to one.")
+    device = pick_device(device)
+    classifier.to(device, memory_format=torch.channels_last).train()
+    x, y = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE), labels.to(device)
+    val_x, val_y = to_inputs(val[0], device), val[1].to(device)
+    groups = [{"params": list(classifier.head.parameters()), "lr": lr},
+              {"params": list(classifier.encoder.parameters()), "lr": encoder_lr}]
+    optimizer = adam(groups, lr, device)
+    generator = torch.Generator().manual_seed(seed)
+    history: History = {"step": [], "val_acc": [], "train_loss": [], "best_step": []}
+
+    def val_accuracy() -> float:
+        classifier.eval()
+        with torch.no_grad():
+            acc = float((classifier(val_x).argmax(1) == val_y).float().mean())
+        classifier.train()
+        return acc
+
+    best = (val_accuracy(), 0, copy.deepcopy(classifier.state_dict()))  # step 0: where it starts (e.g. a probe)
+    history["step"].append(0)
+    history["val_acc"].append(best[0])
+    history["train_loss"].append(float("nan"))
+    losses: list[torch.Tensor] = []
+    batches: list[torch.Tensor] = []
+    for step in range(1, steps + 1):
+        if not batches:
+            batches = _batches(len(x), min(batch_size, len(x)), generator, device)
+        idx = batches.pop()
+        loss = F.cross_entropy(classifier(augment(x.index_select(0, idx), generator, **augmentations)), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+        if step % eval_every == 0 or step == steps:
+            acc = val_accuracy()
+            mean_loss = float(torch.stack(losses).mean())
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(step, None, lr, history)
+            history["step"].append(step)
+            history["val_acc"].append(acc)
+            history["train_loss"].append(mean_loss)
+            losses = []
+            if acc > best[0]:
+                best = (acc, step, copy.deepcopy(classifier.state_dict()))
+    classifier.load_state_dict(best[2])
+    classifier.eval()
+    history["best_step"] = [best[1]]
+    return history
+
+
+def head_from_probe(probe: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
+    """A linear layer on raw features equal to ``probe`` on standardised ones: W((f - mean) / std) + b.
+
+    Used for the two-stage fine-tune (Kumar et al., 2022): start the head where the linear probe ended.
+    """
+    head = nn.Linear(probe.in_features, probe.out_features)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight / std)
+        head.bias.copy_(probe.bias - (probe.weight / std) @ mean)
+    return head

@@ -36,8 +36,13 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, weight_decay:
         loss.backward()
         return loss
 
-    with torch.enable_grad():
-        optimizer.step(closure)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a problem this small only loses time to hand-offs between threads
+    try:
+        with torch.enable_grad():
+            optimizer.step(closure)
+    finally:
+        torch.set_num_threads(threads)
     return probe.requires_grad_(False)
 
 
