@@ -1,6 +1,9 @@
 """Tests for the SimCLR pieces (augmentations, NT-Xent, encoder, pretraining loop) and the probes."""
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from ptft_helpers.contrastive import (
 )
 from ptft_helpers.probes import fit_linear_probe, knn_predict, select_and_score
 
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_pretext.py"
 NO_AUGMENTATION = {"crop_scale": (1.0, 1.0), "max_rotation": 0.0, "max_shift": 0.0, "flip": False, "jitter": 0.0,
                    "erase": 0.0}
 
@@ -134,3 +138,32 @@ def test_select_and_score_chooses_on_validation_and_scores_test_once():
     out = select_and_score(train, val, test, weight_decays=[1e-3, 1e3], ks=[1])
     assert out["probe"] == "linear" and out["weight_decay"] == 1e-3  # an enormous weight decay predicts one class
     assert out["val_acc"] > 0.8 and out["test_acc"] > 0.8
+
+
+def test_bench_pretext_runs_and_writes_its_numbers(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_pretext", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    result = bench.main(["--images", "512", "--repeats", "1", "--device", "cpu", "--json", str(out)])
+    assert json.loads(out.read_text())["images_per_s"] == result["images_per_s"]
+    assert set(result["images_per_s"]) == {"augment (two views)", "SimCLR epoch"}
+    assert all(v > 0 for v in result["images_per_s"].values())
+
+
+def test_load_or_pretrain_trains_a_simclr_encoder_once_then_loads_it(data_env):
+    from ptft_helpers.contrastive import SimCLR
+    from ptft_helpers.pretrained import load_or_pretrain
+
+    recipe = {"epochs": 1, "train_size": 64, "batch_size": 32, "arch": "smallconv", "hidden_dim": 4, "latent_dim": 8}
+    model, meta, path = load_or_pretrain(pretext="simclr", **recipe)
+    assert isinstance(model, SimCLR) and path.is_file()
+    assert meta["pretext"] == "simclr" and meta["temperature"] == 0.5 and len(meta["history"]["train_loss"]) == 1
+    again, meta_again, path_again = load_or_pretrain(pretext="simclr", **recipe)
+    assert path_again == path and meta_again["history"] == meta["history"]
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="smallconv"):
+        load_or_pretrain(pretext="simclr", epochs=1, train_size=64)
+    with pytest.raises(ValueError, match="temperature"):
+        load_or_pretrain(pretext="plain", temperature=0.1)
