@@ -93,7 +93,7 @@ def test_augment_erase_blanks_a_rectangle(fashion):
 def test_encoder_and_projection_shapes():
     model = build_simclr(channels=8, projection_dim=16)
     x = torch.rand(5, 784)
-    assert model.encoder(x).shape == (5, 32)
+    assert model.encoder(x).shape == (5, 8 * 4 * 16)
     assert model(x).shape == (5, 16)
     assert simclr_from_config(model.config).config == model.config
     with pytest.raises(ValueError, match="channels"):
@@ -111,7 +111,7 @@ def test_pretraining_lowers_the_loss_and_repeats_with_the_seed(fashion):
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert history["train_loss"] == again["train_loss"]
     assert all(r > 0 for r in history["images_per_s"])
-    assert embed(model.encoder, images[:10]).shape == (10, 32)
+    assert embed(model.encoder, images[:10]).shape == (10, 8 * 4 * 16)
 
 
 def test_pretraining_rejects_unknown_augmentations(fashion):
