@@ -49,8 +49,9 @@ def time_epoch(images: torch.Tensor, batch_size: int, device: torch.device) -> f
     """Images per second of one ``pretrain_contrastive`` epoch (two views per image, forward and backward)."""
     torch.manual_seed(0)
     model = contrastive.build_simclr(32)
-    history = contrastive.pretrain_contrastive(model, images, epochs=1, batch_size=batch_size, device=device,
-                                               progress=False)
+    history = contrastive.pretrain_contrastive(
+        model, images, epochs=1, batch_size=batch_size, device=device, progress=False
+    )
     return history["images_per_s"][0]
 
 
@@ -70,19 +71,31 @@ def main(argv: list[str] | None = None) -> dict:
         runs["augment (two views)"].append(time_augment(images, args.batch_size, device))
         runs["SimCLR epoch"].append(time_epoch(images, args.batch_size, device))
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-                    "device": describe_device(device)},
-        "images": args.images, "batch_size": args.batch_size, "repeats": args.repeats,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": str(torch.__version__),
+            "threads": torch.get_num_threads(),
+            "device": describe_device(device),
+        },
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
         "images_per_s": {name: statistics.median(v) for name, v in runs.items()},
     }
-    print(f"{result['machine']['device']}, torch {result['machine']['torch']}, {result['machine']['threads']} threads; "
-          f"{args.images} images, batch {args.batch_size}, median of {args.repeats}")
+    print(
+        f"{result['machine']['device']}, torch {result['machine']['torch']}, {result['machine']['threads']} threads; "
+        f"{args.images} images, batch {args.batch_size}, median of {args.repeats}"
+    )
     print("| measurement | images/s |\n|---|---:|")
     for name, value in result["images_per_s"].items():
         print(f"| {name} | {value:,.0f} |")
     epoch = result["images_per_s"]["SimCLR epoch"]
-    print(f"A 60,000-image epoch at this rate: {60000 / epoch:.0f} s; notebook 06's 15 epochs: {15 * 60000 / epoch / 60:.1f} min")
+    print(
+        f"A 60,000-image epoch at this rate: {60000 / epoch:.0f} s; "
+        f"notebook 06's 15 epochs: {15 * 60000 / epoch / 60:.1f} min"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

@@ -23,8 +23,14 @@ from .settings import pick
 from .training import History, TrainingDiverged, _batches, _progress, adam, check_learning_rate
 from .validation import positive_int
 
-AUGMENT_DEFAULTS = {"crop_scale": (0.6, 1.0), "max_rotation": 15.0, "max_shift": 0.1, "flip": True,
-                    "jitter": 0.4, "erase": 0.25}
+AUGMENT_DEFAULTS = {
+    "crop_scale": (0.6, 1.0),
+    "max_rotation": 15.0,
+    "max_shift": 0.1,
+    "flip": True,
+    "jitter": 0.4,
+    "erase": 0.25,
+}
 
 
 def contrastive_settings() -> dict:
@@ -62,8 +68,9 @@ def augment(
     sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
     shift = _uniform(2 * n, -max_shift, max_shift, generator).reshape(n, 2) * 2  # grid coordinates span [-1, 1]
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([torch.stack([cos * sign, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
+    theta = torch.stack(
+        [torch.stack([cos * sign, -sin, shift[:, 0]], 1), torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1
+    )  # (N, 2, 3)
     grid = F.affine_grid(theta.to(device), [n, *IMAGE_SHAPE], align_corners=False)
     views = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N, 1, 28, 28)
     contrast = _uniform(n, 1 - jitter, 1 + jitter, generator).to(device).view(n, 1, 1, 1)
@@ -74,8 +81,12 @@ def augment(
         size = (_uniform(2 * n, 0.2, 0.5, generator) * 28).reshape(n, 2)  # height, width of the rectangle
         corner = torch.rand(n, 2, generator=generator) * (28 - size)
         rows, cols = torch.arange(28).view(1, 28, 1), torch.arange(28).view(1, 1, 28)
-        inside = ((rows >= corner[:, 0, None, None]) & (rows < (corner[:, 0] + size[:, 0])[:, None, None])
-                  & (cols >= corner[:, 1, None, None]) & (cols < (corner[:, 1] + size[:, 1])[:, None, None]))
+        inside = (
+            (rows >= corner[:, 0, None, None])
+            & (rows < (corner[:, 0] + size[:, 0])[:, None, None])
+            & (cols >= corner[:, 1, None, None])
+            & (cols < (corner[:, 1] + size[:, 1])[:, None, None])
+        )
         inside &= (torch.rand(n, generator=generator) < erase).view(n, 1, 1)
         views = views.masked_fill(inside.unsqueeze(1).to(device), 0.0)
     return views
@@ -233,13 +244,16 @@ def pretrain_contrastive(
 
 
 @torch.no_grad()
-def embed(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 2048,
-          device: torch.device | str | None = None) -> torch.Tensor:
+def embed(
+    encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 2048, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The encoder's features for ``images`` (N x 28 x 28, uint8 or float), in eval mode, as a CPU tensor."""
     device = pick_device(device)
     was_training = encoder.training
     encoder.to(device).eval()
-    out = [encoder(to_inputs(images[i : i + batch_size], device)).float().cpu() for i in range(0, len(images), batch_size)]
+    out = [
+        encoder(to_inputs(images[i : i + batch_size], device)).float().cpu() for i in range(0, len(images), batch_size)
+    ]
     encoder.train(was_training)
     return torch.cat(out)
 
@@ -262,7 +276,8 @@ def train_augmented(
     """Train a ``models.Classifier`` with cross-entropy on augmented views of the labelled ``images``.
 
     Before training and every ``eval_every`` steps the accuracy on ``val=(images, labels)`` is recorded; at the end
-    the classifier gets back the weights of its best validation check (early stopping chosen on validation data, never on test).
+    the classifier gets back the weights of its best validation check (early stopping chosen on validation data,
+    never on test).
     ``encoder_lr`` (default ``lr``) is the encoder's learning rate. Returns ``step``, ``val_acc`` and
     ``train_loss`` (mean over the steps since the last check; NaN at step 0) per check, and the chosen ``best_step``.
     """
@@ -276,8 +291,10 @@ def train_augmented(
     classifier.to(device, memory_format=torch.channels_last).train()
     x, y = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE), labels.to(device)
     val_x, val_y = to_inputs(val[0], device), val[1].to(device)
-    groups = [{"params": list(classifier.head.parameters()), "lr": lr},
-              {"params": list(classifier.encoder.parameters()), "lr": encoder_lr}]
+    groups = [
+        {"params": list(classifier.head.parameters()), "lr": lr},
+        {"params": list(classifier.encoder.parameters()), "lr": encoder_lr},
+    ]
     optimizer = adam(groups, lr, device)
     generator = torch.Generator().manual_seed(seed)
     history: History = {"step": [], "val_acc": [], "train_loss": [], "best_step": []}

@@ -185,8 +185,14 @@ def load_or_pretrain(
         with seeded(seed):
             model = _build(arch, latent_dim, hidden_dim, pretext)
         if pretext == "simclr":
-            history = pretrain_contrastive(model, train.images[: settings["train_size"]], seed=seed, device=device,
-                                           progress=progress, **{k: v for k, v in settings.items() if k != "train_size"})
+            history = pretrain_contrastive(
+                model,
+                train.images[: settings["train_size"]],
+                seed=seed,
+                device=device,
+                progress=progress,
+                **{k: v for k, v in settings.items() if k != "train_size"},
+            )
             history.pop("step_loss")
             save_checkpoint(model, target, **wanted, final_train_loss=history["train_loss"][-1], history=history)
             return Pretrained(model.cpu(), load_checkpoint(target)["metadata"], target)

@@ -17,8 +17,9 @@ def standardizer(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return features.mean(0), features.std(0).clamp_min(1e-6)
 
 
-def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, weight_decay: float, *,
-                     num_classes: int = 10, max_iter: int = 200) -> torch.nn.Linear:
+def fit_linear_probe(
+    features: torch.Tensor, labels: torch.Tensor, weight_decay: float, *, num_classes: int = 10, max_iter: int = 200
+) -> torch.nn.Linear:
     """Multinomial logistic regression (cross-entropy + ``weight_decay`` / 2 * ||W||^2) fitted exactly with L-BFGS."""
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels: they must match one to one.")
@@ -52,9 +53,10 @@ def accuracy(logits_or_predictions: torch.Tensor, labels: torch.Tensor) -> float
     return float((pred == labels).float().mean())
 
 
-def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, features: torch.Tensor, k: int, *,
-                num_classes: int = 10) -> torch.Tensor:
-    """Class of each row of ``features`` by a vote of its ``k`` most cosine-similar training rows (ties: nearest wins)."""
+def knn_predict(
+    train_features: torch.Tensor, train_labels: torch.Tensor, features: torch.Tensor, k: int, *, num_classes: int = 10
+) -> torch.Tensor:
+    """Class of each row of ``features``: a vote of its ``k`` most cosine-similar training rows (ties: nearest wins)."""
     k = min(k, len(train_features))
     sims = F.normalize(features.float(), dim=1) @ F.normalize(train_features.float(), dim=1).T  # (N, M)
     top, idx = sims.topk(k, dim=1)
@@ -62,9 +64,14 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, featur
     return votes.argmax(1)
 
 
-def select_and_score(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                     test: tuple[torch.Tensor, torch.Tensor], *, weight_decays: Sequence[float],
-                     ks: Sequence[int] = ()) -> dict:
+def select_and_score(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    weight_decays: Sequence[float],
+    ks: Sequence[int] = (),
+) -> dict:
     """Choose the probe (a weight decay, or a k for k-NN) with the best validation accuracy; score it on test once.
 
     Every argument is a ``(features, labels)`` pair. Returns the chosen setting, its validation and test accuracy.

@@ -20,8 +20,14 @@ from ptft_helpers.contrastive import (
 from ptft_helpers.probes import fit_linear_probe, knn_predict, select_and_score
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_pretext.py"
-NO_AUGMENTATION = {"crop_scale": (1.0, 1.0), "max_rotation": 0.0, "max_shift": 0.0, "flip": False, "jitter": 0.0,
-                   "erase": 0.0}
+NO_AUGMENTATION = {
+    "crop_scale": (1.0, 1.0),
+    "max_rotation": 0.0,
+    "max_shift": 0.0,
+    "flip": False,
+    "jitter": 0.0,
+    "erase": 0.0,
+}
 
 
 def test_nt_xent_matches_a_hand_computed_value():
@@ -106,7 +112,9 @@ def test_pretraining_lowers_the_loss_and_repeats_with_the_seed(fashion):
     for _ in range(2):
         torch.manual_seed(0)
         model = build_simclr(channels=8)
-        runs.append((pretrain_contrastive(model, images, epochs=4, batch_size=64, lr=3e-3, seed=3, progress=False), model))
+        runs.append(
+            (pretrain_contrastive(model, images, epochs=4, batch_size=64, lr=3e-3, seed=3, progress=False), model)
+        )
     (history, model), (again, _) = runs
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert history["train_loss"] == again["train_loss"]
