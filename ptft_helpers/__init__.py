@@ -9,6 +9,8 @@ One module per concern, from the ground floor up:
 - ``training`` (pretrain, finetune, evaluate), ``checkpoints`` (the checkpoint file format);
 - ``pretrained`` (load or train the shared encoders), ``explorers`` (the latent-size and learning-rate
   experiments), ``experiments`` (notebook 05's label-efficiency sweep);
+- ``contrastive`` (notebook 06's SimCLR: augmentations, NT-Xent, the small conv encoder), ``probes`` (linear
+  probe and k-NN on fixed features);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``
   (``python -m ptft_helpers``).
 """
