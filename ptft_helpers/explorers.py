@@ -48,9 +48,9 @@ def latent_size_settings() -> dict:
     """Defaults for ``explore_latent_size``: one pass over 30,000 training images in batches of 256 (118 Adam
     steps at lr 2e-3), scored on all 10,000 test images; in fast mode 4,000 images (16 steps), 1,000 test images.
 
-    Chosen for speed (benchmarks/bench_explorers.py: well under 1.5 s per slider move on 2 CPU cores): fewer,
-    larger steps with a larger learning rate than the pretraining recipe (batches of 128, lr 1e-3, 20 epochs).
-    Every size is still undertrained; the test error still falls from each size to the next."""
+    Chosen for speed: fewer, larger steps with a larger learning rate than the pretraining recipe (batches of 128,
+    lr 1e-3, 20 epochs). benchmarks/README.md has the measured update times. Every size is still undertrained;
+    the test error still falls from each size to the next."""
     return {"train_size": pick(30000, 4000), "epochs": 1, "test_size": pick(10000, 1000), "lr": 2e-3, "batch_size": 256}
 
 
