@@ -11,6 +11,8 @@ One module per concern, from the ground floor up:
   experiments), ``stats`` (paired differences, t-based confidence intervals, Holm),
   ``sweep`` (many small classifiers trained at once with ``torch.func``), ``experiments`` (notebook 05's
   label-efficiency protocol);
+- ``contrastive`` (notebook 06's SimCLR: augmentations, NT-Xent, the small conv encoder), ``probes`` (linear
+  probe and k-NN on fixed features);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``
   (``python -m ptft_helpers``).
 """

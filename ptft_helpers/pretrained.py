@@ -30,6 +30,7 @@ from typing import NamedTuple
 import torch
 
 from .checkpoints import load_checkpoint, load_weights, save_checkpoint
+from .contrastive import build_simclr, contrastive_settings, pretrain_contrastive
 from .data import dataset_info, load
 from .models import Autoencoder, build_autoencoder
 from .seeding import seeded
@@ -46,7 +47,7 @@ except ImportError:  # Windows: no advisory locks; a race can then only cost a s
 class Pretrained(NamedTuple):
     """What ``load_or_pretrain`` returns: ``model, metadata, path = load_or_pretrain(...)``."""
 
-    model: Autoencoder
+    model: Autoencoder  # a contrastive.SimCLR model for pretext="simclr"
     metadata: dict
     path: Path
 
@@ -54,6 +55,16 @@ class Pretrained(NamedTuple):
 def pretrain_settings() -> dict:
     """The pretraining recipe the notebooks share (smaller in fast mode, same code path)."""
     return {"epochs": pick(20, 2), "train_size": pick(60000, 6000), "lr": 1e-3, "batch_size": 128}
+
+
+def _build(arch: str, latent_dim: int, hidden_dim: int | None, pretext: str) -> torch.nn.Module:
+    """An untrained model for ``pretext``: SimCLR (arch "smallconv", hidden_dim = channels, latent_dim = projection
+    size) for "simclr", else an autoencoder."""
+    if pretext == "simclr":
+        if arch != "smallconv":
+            raise ValueError(f"The simclr pretext trains the 'smallconv' encoder, not {arch!r}: pass arch='smallconv'.")
+        return build_simclr(hidden_dim or 32, latent_dim)
+    return build_autoencoder(arch, latent_dim, hidden_dim)
 
 
 def checkpoint_name(
@@ -113,7 +124,10 @@ def _load_matching(path: Path, wanted: dict, config: dict) -> Pretrained | None:
     if payload["config"] != config or any(meta.get(k) != v for k, v in wanted.items()):
         return None
     with seeded(0):  # its weights are overwritten; only the caller's random state must stay as it was
-        model = build_autoencoder(config["arch"], config["latent_dim"], config["hidden_dim"])
+        if config["arch"] == "smallconv":
+            model = _build("smallconv", config["projection_dim"], config["channels"], "simclr")
+        else:
+            model = build_autoencoder(config["arch"], config["latent_dim"], config["hidden_dim"])
     load_weights(model, payload, str(path))
     return Pretrained(model, meta, path)
 
@@ -136,18 +150,20 @@ def load_or_pretrain(
 
     ``path`` pins the checkpoint file; by default it is looked for, and saved, as the module docstring says.
     ``retrain=True`` trains (and saves) even when a matching checkpoint exists.
-    ``recipe`` overrides ``pretrain_settings()`` (epochs, train_size, lr, batch_size).
+    ``recipe`` overrides ``pretrain_settings()`` (epochs, train_size, lr, batch_size); for ``pretext="simclr"``
+    (``arch="smallconv"``, notebook 06) it overrides ``contrastive.contrastive_settings()`` (also temperature).
     Returns ``Pretrained(model, metadata, path)``; the metadata holds the training history, so plots
     work whether it was loaded or trained. Safe with a read-only data folder and with several processes.
     """
-    settings = {**pretrain_settings(), **recipe}
-    unknown = set(settings) - set(pretrain_settings())
+    defaults = contrastive_settings() if pretext == "simclr" else pretrain_settings()
+    settings = {**defaults, **recipe}
+    unknown = set(settings) - set(defaults)
     if unknown:
-        raise ValueError(f"Unknown pretraining setting(s) {sorted(unknown)}; use {sorted(pretrain_settings())}.")
+        raise ValueError(f"Unknown pretraining setting(s) {sorted(unknown)}; use {sorted(defaults)}.")
     dataset = dataset_info(dataset).name
     with seeded(seed):  # checks the sizes before anything is loaded; the caller's random state stays as it was
-        config = build_autoencoder(arch, latent_dim, hidden_dim).config
-    hidden_dim = config["hidden_dim"]  # the architecture's default when not given
+        config = _build(arch, latent_dim, hidden_dim, pretext).config
+    hidden_dim = config.get("hidden_dim", config.get("channels"))  # the architecture's default when not given
     wanted = {"dataset": dataset, "pretext": pretext, "seed": seed, **settings}
     name = checkpoint_name(
         dataset, arch, hidden_dim, latent_dim, pretext, settings["epochs"], settings["train_size"], seed
@@ -167,7 +183,19 @@ def load_or_pretrain(
         if not retrain and (found := _load_matching(target, wanted, config)):  # another process just saved it
             return found
         with seeded(seed):
-            model = build_autoencoder(arch, latent_dim, hidden_dim)
+            model = _build(arch, latent_dim, hidden_dim, pretext)
+        if pretext == "simclr":
+            history = pretrain_contrastive(
+                model,
+                train.images[: settings["train_size"]],
+                seed=seed,
+                device=device,
+                progress=progress,
+                **{k: v for k, v in settings.items() if k != "train_size"},
+            )
+            history.pop("step_loss")
+            save_checkpoint(model, target, **wanted, final_train_loss=history["train_loss"][-1], history=history)
+            return Pretrained(model.cpu(), load_checkpoint(target)["metadata"], target)
         history = pretrain(
             model,
             train.images[: settings["train_size"]],

@@ -1,0 +1,350 @@
+"""Contrastive pretraining (SimCLR): batched augmentations, the NT-Xent loss, a small conv encoder.
+
+SimCLR (Chen et al., 2020) shows the encoder two random *views* of each image and trains it so
+that the two views of the same image get similar codes and views of different images get
+dissimilar ones. Everything here works on whole batches of float tensors, on any device:
+no PIL, no per-image Python loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import to_inputs
+from .devices import pick_device, synchronize
+from .models import IMAGE_SHAPE
+from .settings import pick
+from .training import History, TrainingDiverged, _batches, _progress, adam, check_learning_rate
+from .validation import positive_int
+
+AUGMENT_DEFAULTS = {
+    "crop_scale": (0.6, 1.0),
+    "max_rotation": 15.0,
+    "max_shift": 0.1,
+    "flip": True,
+    "jitter": 0.4,
+    "erase": 0.25,
+}
+
+
+def contrastive_settings() -> dict:
+    """The SimCLR recipe of notebook 06 for ``pretrained.load_or_pretrain`` (smaller in fast mode, same code path)."""
+    return {"epochs": pick(15, 2), "train_size": pick(60000, 512), "lr": 1e-3, "batch_size": 256, "temperature": 0.5}
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def augment(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    crop_scale: tuple[float, float] = AUGMENT_DEFAULTS["crop_scale"],
+    max_rotation: float = AUGMENT_DEFAULTS["max_rotation"],
+    max_shift: float = AUGMENT_DEFAULTS["max_shift"],
+    flip: bool = AUGMENT_DEFAULTS["flip"],
+    jitter: float = AUGMENT_DEFAULTS["jitter"],
+    erase: float = AUGMENT_DEFAULTS["erase"],
+) -> torch.Tensor:
+    """A random view of each image in ``x`` (floats in [0, 1], (N, 784) or (N, 1, 28, 28)) -> (N, 1, 28, 28).
+
+    One affine warp per image does the random resized crop (zoom into a fraction ``crop_scale`` of the
+    area), a rotation of up to ``max_rotation`` degrees, a shift of up to ``max_shift`` of the width and a
+    horizontal flip (half the images). Then brightness and contrast are scaled by factors in
+    [1 - jitter, 1 + jitter], and with probability ``erase`` a random rectangle is blanked out.
+    Random numbers are drawn on the CPU from ``generator``, so a seed gives the same views on any device.
+    """
+    x = x.reshape(-1, *IMAGE_SHAPE)
+    n, device = len(x), x.device
+    scale = _uniform(n, *crop_scale, generator).sqrt()  # side of the crop, as a fraction of the image
+    angle = _uniform(n, -max_rotation, max_rotation, generator) * math.pi / 180
+    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    shift = _uniform(2 * n, -max_shift, max_shift, generator).reshape(n, 2) * 2  # grid coordinates span [-1, 1]
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack(
+        [torch.stack([cos * sign, -sin, shift[:, 0]], 1), torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1
+    )  # (N, 2, 3)
+    grid = F.affine_grid(theta.to(device), [n, *IMAGE_SHAPE], align_corners=False)
+    views = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N, 1, 28, 28)
+    contrast = _uniform(n, 1 - jitter, 1 + jitter, generator).to(device).view(n, 1, 1, 1)
+    brightness = _uniform(n, -jitter / 4, jitter / 4, generator).to(device).view(n, 1, 1, 1)
+    mean = views.mean((2, 3), keepdim=True)
+    views = ((views - mean) * contrast + mean * (1 + 4 * brightness)).clamp(0, 1)
+    if erase > 0:
+        size = (_uniform(2 * n, 0.2, 0.5, generator) * 28).reshape(n, 2)  # height, width of the rectangle
+        corner = torch.rand(n, 2, generator=generator) * (28 - size)
+        rows, cols = torch.arange(28).view(1, 28, 1), torch.arange(28).view(1, 1, 28)
+        inside = (
+            (rows >= corner[:, 0, None, None])
+            & (rows < (corner[:, 0] + size[:, 0])[:, None, None])
+            & (cols >= corner[:, 1, None, None])
+            & (cols < (corner[:, 1] + size[:, 1])[:, None, None])
+        )
+        inside &= (torch.rand(n, generator=generator) < erase).view(n, 1, 1)
+        views = views.masked_fill(inside.unsqueeze(1).to(device), 0.0)
+    return views
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's normalised temperature-scaled cross-entropy for two views ``z1``, ``z2`` of shape (N, D).
+
+    The 2N codes are L2-normalised; for each one, the other view of the same image is the right
+    answer of a (2N - 1)-way classification over all other codes, with logits cosine / temperature.
+    Returns the mean over all 2N codes.
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"z1 and z2 must both have shape (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}.")
+    n = len(z1)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2N, D), unit length
+    logits = z @ z.T / temperature  # (2N, 2N) cosine similarities / temperature
+    logits.fill_diagonal_(float("-inf"))  # a code is never its own candidate
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)  # i <-> i + N
+    return F.cross_entropy(logits, targets)
+
+
+class SmallConvEncoder(nn.Module):
+    """x (N, 1, 28, 28) -> code (N, 64C): three strided convolutions with batch norm; the code is the final
+    (4C, 4, 4) feature map, flattened.
+
+    About 2 million multiply-adds per image (C = 32), so a 2-core CPU pretrains on thousands of views per second.
+    The code keeps *where* each feature is (a 4 x 4 grid): averaging over positions, as large networks do, costs
+    a linear probe at 100 labels several points here (notebook 06).
+    """
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        positive_int(channels, "channels")
+        c = channels
+        self.config = {"arch": "smallconv", "channels": c}
+        self.channels = 4 * c
+        self.latent_dim = 4 * c * 16
+
+        def block(cin: int, cout: int, k: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, k, stride=2, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *block(1, c, 5),  # (N, 1, 28, 28) -> (N, C, 14, 14)
+            *block(c, 2 * c, 3),  # -> (N, 2C, 7, 7)
+            *block(2 * c, 4 * c, 3),  # -> (N, 4C, 4, 4)
+            nn.Flatten(),  # -> (N, 64C): the code
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x.reshape(-1, *IMAGE_SHAPE))
+
+
+class SimCLR(nn.Module):
+    """An encoder plus a projection head; the loss sees the projection, the downstream task the encoder's code.
+
+    The head averages the code's 4 x 4 map over positions, then applies Linear-ReLU-Linear (SimCLR's MLP head).
+    """
+
+    def __init__(self, encoder: SmallConvEncoder, projection_dim: int = 64):
+        super().__init__()
+        positive_int(projection_dim, "projection_dim")
+        self.encoder = encoder
+        d = encoder.channels
+        self.config = {**encoder.config, "projection_dim": projection_dim}
+        self.head = nn.Sequential(
+            nn.Unflatten(1, (d, 4, 4)),  # (N, 64C) -> (N, 4C, 4, 4)
+            nn.AdaptiveAvgPool2d(1),  # -> (N, 4C, 1, 1)
+            nn.Flatten(),  # -> (N, 4C)
+            nn.Linear(d, d),
+            nn.ReLU(),
+            nn.Linear(d, projection_dim),  # -> (N, p)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def build_simclr(channels: int = 32, projection_dim: int = 64) -> SimCLR:
+    """An untrained SimCLR model around a ``SmallConvEncoder``."""
+    return SimCLR(SmallConvEncoder(channels), projection_dim)
+
+
+def simclr_from_config(config: dict) -> SimCLR:
+    """Rebuild an untrained SimCLR model from ``model.config`` (as stored in checkpoints)."""
+    if config.get("arch") != "smallconv":
+        raise ValueError(f"Not a SimCLR configuration: {config!r}.")
+    return build_simclr(config["channels"], config["projection_dim"])
+
+
+def pretrain_contrastive(
+    model: SimCLR,
+    images: torch.Tensor,
+    *,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    temperature: float = 0.5,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool | None = None,
+    **augmentations,
+) -> History:
+    """Train ``model`` with NT-Xent on two augmented views of every image (uint8 or float, N x 28 x 28).
+
+    Returns per-epoch ``train_loss``, ``seconds`` and ``images_per_s`` (images, not views), and every step's loss
+    in ``step_loss``. ``augmentations`` override ``AUGMENT_DEFAULTS``. Raises ``TrainingDiverged`` on NaN.
+    """
+    positive_int(epochs, "epochs")
+    positive_int(batch_size, "batch_size")
+    lr = check_learning_rate(lr)
+    unknown = set(augmentations) - set(AUGMENT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown augmentation setting(s) {sorted(unknown)}; use {sorted(AUGMENT_DEFAULTS)}.")
+    if len(images) < 2:
+        raise ValueError("Contrastive pretraining needs at least 2 images (the others are the negatives).")
+    device = pick_device(device)
+    model.to(device, memory_format=torch.channels_last).train()  # channels last: ~2x faster convolutions on a CPU
+    x = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE)
+    optimizer = adam(model.parameters(), lr, device)
+    generator = torch.Generator().manual_seed(seed)
+    history: History = {"epoch": [], "train_loss": [], "seconds": [], "images_per_s": [], "step_loss": []}
+    with _progress(epochs, "pretrain (SimCLR)", progress) as bar:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            batches = [b for b in _batches(len(x), batch_size, generator, device) if len(b) > 1]
+            step_losses = torch.empty(len(batches), device=device)
+            for i, idx in enumerate(batches):
+                xb = x.index_select(0, idx)
+                views = torch.cat([augment(xb, generator, **augmentations), augment(xb, generator, **augmentations)])
+                views = views.contiguous(memory_format=torch.channels_last)  # (2B, 1, 28, 28)
+                z = model(views).float()
+                loss = nt_xent(z[: len(idx)], z[len(idx) :], temperature)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step_losses[i] = loss.detach()
+            step_losses = step_losses.cpu()
+            synchronize(device)
+            done_before = len(history["step_loss"])
+            history["step_loss"].extend(step_losses.tolist())
+            if not torch.isfinite(step_losses).all():
+                first_bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
+                raise TrainingDiverged(epoch, done_before + first_bad + 1, lr, history)
+            seconds = time.perf_counter() - start
+            history["epoch"].append(epoch)
+            history["train_loss"].append(float(step_losses.mean()))
+            history["seconds"].append(seconds)
+            history["images_per_s"].append(sum(len(b) for b in batches) / seconds)
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}")
+            bar.update()
+    return history
+
+
+@torch.no_grad()
+def embed(
+    encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 2048, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The encoder's features for ``images`` (N x 28 x 28, uint8 or float), in eval mode, as a CPU tensor."""
+    device = pick_device(device)
+    was_training = encoder.training
+    encoder.to(device).eval()
+    out = [
+        encoder(to_inputs(images[i : i + batch_size], device)).float().cpu() for i in range(0, len(images), batch_size)
+    ]
+    encoder.train(was_training)
+    return torch.cat(out)
+
+
+def train_augmented(
+    classifier: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    steps: int = 500,
+    lr: float = 1e-3,
+    encoder_lr: float | None = None,
+    batch_size: int = 128,
+    eval_every: int = 50,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    **augmentations,
+) -> History:
+    """Train a ``models.Classifier`` with cross-entropy on augmented views of the labelled ``images``.
+
+    Before training and every ``eval_every`` steps the accuracy on ``val=(images, labels)`` is recorded; at the end
+    the classifier gets back the weights of its best validation check (early stopping chosen on validation data,
+    never on test).
+    ``encoder_lr`` (default ``lr``) is the encoder's learning rate. Returns ``step``, ``val_acc`` and
+    ``train_loss`` (mean over the steps since the last check; NaN at step 0) per check, and the chosen ``best_step``.
+    """
+    positive_int(steps, "steps")
+    positive_int(eval_every, "eval_every")
+    lr = check_learning_rate(lr)
+    encoder_lr = lr if encoder_lr is None else check_learning_rate(encoder_lr, "encoder learning rate")
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match one to one.")
+    device = pick_device(device)
+    classifier.to(device, memory_format=torch.channels_last).train()
+    x, y = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE), labels.to(device)
+    val_x, val_y = to_inputs(val[0], device), val[1].to(device)
+    groups = [
+        {"params": list(classifier.head.parameters()), "lr": lr},
+        {"params": list(classifier.encoder.parameters()), "lr": encoder_lr},
+    ]
+    optimizer = adam(groups, lr, device)
+    generator = torch.Generator().manual_seed(seed)
+    history: History = {"step": [], "val_acc": [], "train_loss": [], "best_step": []}
+
+    def val_accuracy() -> float:
+        classifier.eval()
+        with torch.no_grad():
+            acc = float((classifier(val_x).argmax(1) == val_y).float().mean())
+        classifier.train()
+        return acc
+
+    best = (val_accuracy(), 0, copy.deepcopy(classifier.state_dict()))  # step 0: where it starts (e.g. a probe)
+    history["step"].append(0)
+    history["val_acc"].append(best[0])
+    history["train_loss"].append(float("nan"))
+    losses: list[torch.Tensor] = []
+    batches: list[torch.Tensor] = []
+    for step in range(1, steps + 1):
+        if not batches:
+            batches = _batches(len(x), min(batch_size, len(x)), generator, device)
+        idx = batches.pop()
+        loss = F.cross_entropy(classifier(augment(x.index_select(0, idx), generator, **augmentations)), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+        if step % eval_every == 0 or step == steps:
+            acc = val_accuracy()
+            mean_loss = float(torch.stack(losses).mean())
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(step, None, lr, history)
+            history["step"].append(step)
+            history["val_acc"].append(acc)
+            history["train_loss"].append(mean_loss)
+            losses = []
+            if acc > best[0]:
+                best = (acc, step, copy.deepcopy(classifier.state_dict()))
+    classifier.load_state_dict(best[2])
+    classifier.eval()
+    history["best_step"] = [best[1]]
+    return history
+
+
+def head_from_probe(probe: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
+    """A linear layer on raw features equal to ``probe`` on standardised ones: W((f - mean) / std) + b.
+
+    Used for the two-stage fine-tune (Kumar et al., 2022): start the head where the linear probe ended.
+    """
+    head = nn.Linear(probe.in_features, probe.out_features)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight / std)
+        head.bias.copy_(probe.bias - (probe.weight / std) @ mean)
+    return head
