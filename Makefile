@@ -58,7 +58,9 @@ book: $(STAMP)
 
 # The encoders the series loads: one `python -m ptft_helpers pretrain` option set per entry,
 # options separated by commas. Add an entry when a notebook loads a new encoder.
-ENCODERS := --pretext=plain --pretext=denoising --pretext=masked
+# 03 and 04 load the plain encoder (20 epochs); 05 loads three runs (seeds 0-2) of each pretext at 10 epochs.
+ENCODERS := --pretext=plain \
+  $(foreach p,plain denoising masked masked-rescaled,$(foreach s,0 1 2,--pretext=$(p),--seed=$(s),--epochs=10))
 
 ## checkpoints: pretrain every encoder the notebooks load (full recipe), so a class never waits for one
 checkpoints: data
