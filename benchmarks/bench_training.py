@@ -58,10 +58,16 @@ GPU_MODES = ("eager", "compile", "cuda-graph")
 
 def linear_layers(model: nn.Module) -> list[tuple[int, int]]:
     """(in_features, out_features) of every ``nn.Linear`` in ``model``, in forward order."""
-    others = [type(m).__name__ for m in model.modules() if not isinstance(m, nn.Linear) and next(m.parameters(recurse=False), None) is not None]
+    others = [
+        type(m).__name__
+        for m in model.modules()
+        if not isinstance(m, nn.Linear) and next(m.parameters(recurse=False), None) is not None
+    ]
     layers = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
     if others or not layers:
-        raise ValueError(f"The FLOP count covers MLPs of nn.Linear layers only, not {others or 'a model without them'}.")
+        raise ValueError(
+            f"The FLOP count covers MLPs of nn.Linear layers only, not {others or 'a model without them'}."
+        )
     return layers
 
 
@@ -193,7 +199,12 @@ def model_gemm_rates(model: nn.Module, batch_size: int, repeats: int = 3) -> dic
         rows.append({"gemm": name, "gflops": flops / seconds / 1e9, "ms": seconds * 1e3})
         total_time += seconds
         total_flops += flops
-    return {"batch_size": batch_size, "gemms": rows, "step_ms": total_time * 1e3, "gflops": total_flops / total_time / 1e9}
+    return {
+        "batch_size": batch_size,
+        "gemms": rows,
+        "step_ms": total_time * 1e3,
+        "gflops": total_flops / total_time / 1e9,
+    }
 
 
 # ----------------------------------------------------------------------------- the two loops
@@ -237,7 +248,9 @@ def helper_epoch(images: torch.Tensor, batch_size: int, seed: int, device: str =
     torch.manual_seed(seed)
     model = models.build_autoencoder()
     start = time.perf_counter()
-    history = training.pretrain(model, images, epochs=1, batch_size=batch_size, seed=seed, device=device, progress=False)
+    history = training.pretrain(
+        model, images, epochs=1, batch_size=batch_size, seed=seed, device=device, progress=False
+    )
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
@@ -279,8 +292,14 @@ def bench_naive_vs_helper(images: torch.Tensor, dataset, batch_size: int, repeat
     return result
 
 
-def bench_limit(images: torch.Tensor, batch_size: int, repeats: int, peak_gflops: float, gemm: dict,
-                epoch_seconds: list[float] | None = None) -> dict:
+def bench_limit(
+    images: torch.Tensor,
+    batch_size: int,
+    repeats: int,
+    peak_gflops: float,
+    gemm: dict,
+    epoch_seconds: list[float] | None = None,
+) -> dict:
     """The helper's achieved matrix-multiply FLOP rate at ``batch_size``, against the peak."""
     if epoch_seconds is None:
         helper_epoch(images[: 4 * batch_size], batch_size, seed=0)  # warm-up
@@ -338,11 +357,20 @@ def profile_step(images: torch.Tensor, batch_size: int, steps: int = 12) -> dict
 # ----------------------------------------------------------------------------- GPU
 
 
-def _train_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, device: torch.device,
-                   precision: str, cache_enabled: bool = True):
+def _train_step_fn(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    device: torch.device,
+    precision: str,
+    cache_enabled: bool = True,
+):
     """The body of pretrain's hot loop, for one batch of indices."""
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled) if precision == "bf16" \
+    amp = (
+        torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
+        if precision == "bf16"
         else contextlib.nullcontext()
+    )
 
     def step(idx: torch.Tensor) -> torch.Tensor:
         target = x.index_select(0, idx)
@@ -363,8 +391,9 @@ def _fused_adam(model: nn.Module, capturable: bool = False) -> torch.optim.Optim
         return torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True, capturable=capturable)
 
 
-def bench_throughput(images: torch.Tensor, device: torch.device, batch_size: int, precision: str, mode: str,
-                     steps: int, repeats: int) -> dict:
+def bench_throughput(
+    images: torch.Tensor, device: torch.device, batch_size: int, precision: str, mode: str, steps: int, repeats: int
+) -> dict:
     """Training images per second for one configuration (median of ``repeats`` runs of ``steps`` steps).
 
     mode: 'eager'; 'compile' (``torch.compile(model)``, compile time reported apart);
@@ -448,8 +477,14 @@ def bench_gpu(images: torch.Tensor, batch_sizes, precisions, modes, steps: int, 
                 try:
                     rows.append(bench_throughput(images, device, batch_size, precision, mode, steps, repeats))
                 except Exception as err:  # report, keep going: one failing mode should not lose the rest
-                    rows.append({"batch_size": batch_size, "precision": precision, "mode": mode,
-                                 "error": f"{type(err).__name__}: {err}"})
+                    rows.append(
+                        {
+                            "batch_size": batch_size,
+                            "precision": precision,
+                            "mode": mode,
+                            "error": f"{type(err).__name__}: {err}",
+                        }
+                    )
                 print(_throughput_line(rows[-1]), flush=True)
     # the run a notebook does: pretrain, default batch size (128), bf16 autocast on CUDA
     torch.manual_seed(0)
@@ -476,7 +511,10 @@ def _throughput_line(row: dict) -> str:
     head = f"  {row['precision']:>4}  {row['mode']:<10}  batch {row['batch_size']:>4}: "
     if "error" in row:
         return head + f"FAILED ({row['error'][:100]})"
-    return head + f"{row['images_per_second']:>12,.0f} images/s  ({row['ms_per_step']:.3f} ms/step, setup {row['setup_seconds']:.1f} s)"
+    return (
+        head
+        + f"{row['images_per_second']:>12,.0f} images/s  ({row['ms_per_step']:.3f} ms/step, setup {row['setup_seconds']:.1f} s)"
+    )
 
 
 # ----------------------------------------------------------------------------- report
@@ -494,60 +532,101 @@ def print_table(title: str, headers: list[str], rows: list[list]) -> None:
 
 def report(results: dict) -> None:
     m = results["machine"]
-    print(f"\nMachine: {m['cpu']}, {m['cpus_usable']} usable CPUs ({m['cpu_capability']}, {m['blas']}), "
-          f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}")
+    print(
+        f"\nMachine: {m['cpu']}, {m['cpus_usable']} usable CPUs ({m['cpu_capability']}, {m['blas']}), "
+        f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}"
+    )
     if m["cuda"]:
         print(f"GPU: {m['cuda']['name']} ({m['cuda']['memory_gib']} GiB), CUDA {m['cuda']['cuda_version']}")
     mm = results["matmul"]
-    print_table("fp32 matrix multiply (torch.mm, best of repeats)", ["shape", "GFLOP/s"],
-                [[f"{r['n']}x{r['n']} @ {r['n']}x{r['n']}", f"{r['gflops']:.1f}"] for r in mm["square"]]
-                + [["peak (best of the above)", f"{mm['peak_gflops']:.1f}"]])
+    print_table(
+        "fp32 matrix multiply (torch.mm, best of repeats)",
+        ["shape", "GFLOP/s"],
+        [[f"{r['n']}x{r['n']} @ {r['n']}x{r['n']}", f"{r['gflops']:.1f}"] for r in mm["square"]]
+        + [["peak (best of the above)", f"{mm['peak_gflops']:.1f}"]],
+    )
     for g in mm["model_gemms"]:
-        print_table(f"The model's GEMMs at batch {g['batch_size']}, each timed alone", ["GEMM", "ms", "GFLOP/s"],
-                    [[r["gemm"], f"{r['ms']:.3f}", f"{r['gflops']:.1f}"] for r in g["gemms"]]
-                    + [["all of one step", f"{g['step_ms']:.3f}", f"{g['gflops']:.1f}"]])
+        print_table(
+            f"The model's GEMMs at batch {g['batch_size']}, each timed alone",
+            ["GEMM", "ms", "GFLOP/s"],
+            [[r["gemm"], f"{r['ms']:.3f}", f"{r['gflops']:.1f}"] for r in g["gemms"]]
+            + [["all of one step", f"{g['step_ms']:.3f}", f"{g['gflops']:.1f}"]],
+        )
     nv = results["naive_vs_helper"]
     print_table(
         f"One epoch, batch {nv['batch_size']}, {nv['images']} images, {nv['steps']} steps "
         f"(median of {len(nv['naive_seconds'])}, alternating)",
         ["loop", "median s", "runs (s)", "mean loss"],
         [
-            ["naive: DataLoader + ToTensor", f"{nv['naive_median']:.2f}",
-             _runs(nv["naive_seconds"]), f"{nv['naive_loss']:.4f}"],
-            ["ptft_helpers.pretrain", f"{nv['helper_median']:.2f}",
-             _runs(nv["helper_seconds"]), f"{nv['helper_loss']:.4f}"],
+            [
+                "naive: DataLoader + ToTensor",
+                f"{nv['naive_median']:.2f}",
+                _runs(nv["naive_seconds"]),
+                f"{nv['naive_loss']:.4f}",
+            ],
+            [
+                "ptft_helpers.pretrain",
+                f"{nv['helper_median']:.2f}",
+                _runs(nv["helper_seconds"]),
+                f"{nv['helper_loss']:.4f}",
+            ],
         ],
     )
-    print(f"  speedup: {nv['speedup']:.1f}x (target >= 3x); a 20-epoch pretrain at batch 128 on this CPU takes about "
-          f"{20 * median(nv['helper_epoch_seconds']) * 60000 / nv['images']:.0f} s (20 x the median epoch, scaled to 60,000 images)")
+    print(
+        f"  speedup: {nv['speedup']:.1f}x (target >= 3x); a 20-epoch pretrain at batch 128 on this CPU takes about "
+        f"{20 * median(nv['helper_epoch_seconds']) * 60000 / nv['images']:.0f} s (20 x the median epoch, scaled to 60,000 images)"
+    )
     print_table(
         "Against the limit: epoch FLOPs / epoch time, vs the measured matmul rate",
         ["batch", "GFLOP/epoch", "median s", "GFLOP/s", "% of peak", "% of model GEMMs"],
-        [[r["batch_size"], f"{r['epoch_flops'] / 1e9:.1f}", f"{r['epoch_median']:.2f}", f"{r['gflops']:.1f}",
-          f"{100 * r['fraction_of_peak']:.0f}%", f"{100 * r['fraction_of_model_gemms']:.0f}%"] for r in results["limit"]],
+        [
+            [
+                r["batch_size"],
+                f"{r['epoch_flops'] / 1e9:.1f}",
+                f"{r['epoch_median']:.2f}",
+                f"{r['gflops']:.1f}",
+                f"{100 * r['fraction_of_peak']:.0f}%",
+                f"{100 * r['fraction_of_model_gemms']:.0f}%",
+            ]
+            for r in results["limit"]
+        ],
     )
-    print("  (FLOPs: the Linear layers' matrix multiplies, forward + weight gradients + input gradients except"
-          " the first layer's; elementwise work and Adam not counted. Target at batch 512: >= 60% of peak)")
+    print(
+        "  (FLOPs: the Linear layers' matrix multiplies, forward + weight gradients + input gradients except"
+        " the first layer's; elementwise work and Adam not counted. Target at batch 512: >= 60% of peak)"
+    )
     prof = results.get("profile")
     if prof:
-        print_table(f"Where a pretrain step goes (torch.profiler, batch {prof['batch_size']}, CPU self time)",
-                    ["part", "share"], [[k, f"{100 * v:.0f}%"] for k, v in prof["share"].items()])
-        print_table("  top ops", ["op", "ms/step", "calls/step"],
-                    [[t["op"], f"{t['self_ms_per_step']:.3f}", f"{t['calls_per_step']:.0f}"] for t in prof["top_ops"]])
+        print_table(
+            f"Where a pretrain step goes (torch.profiler, batch {prof['batch_size']}, CPU self time)",
+            ["part", "share"],
+            [[k, f"{100 * v:.0f}%"] for k, v in prof["share"].items()],
+        )
+        print_table(
+            "  top ops",
+            ["op", "ms/step", "calls/step"],
+            [[t["op"], f"{t['self_ms_per_step']:.3f}", f"{t['calls_per_step']:.0f}"] for t in prof["top_ops"]],
+        )
     gpu = results["gpu"]
     if gpu is None:
         print(f"\nGPU: {NO_CUDA}")
     else:
-        print_table(f"GPU training throughput on {gpu['device']} (images/s)",
-                    ["precision", "mode"] + [str(b) for b in sorted({r["batch_size"] for r in gpu["throughput"]})],
-                    _pivot(gpu["throughput"]))
+        print_table(
+            f"GPU training throughput on {gpu['device']} (images/s)",
+            ["precision", "mode"] + [str(b) for b in sorted({r["batch_size"] for r in gpu["throughput"]})],
+            _pivot(gpu["throughput"]),
+        )
         run = gpu["pretrain_run"]
-        print(f"  {run['epochs']}-epoch pretrain run (batch {run['batch_size']}, {run['images']} images): "
-              f"{run['seconds']:.1f} s ({run['epoch_seconds_median']:.2f} s/epoch), final loss {run['final_loss']:.4f}")
+        print(
+            f"  {run['epochs']}-epoch pretrain run (batch {run['batch_size']}, {run['images']} images): "
+            f"{run['seconds']:.1f} s ({run['epoch_seconds_median']:.2f} s/epoch), final loss {run['final_loss']:.4f}"
+        )
     t = results["targets"]
-    print(f"\nTargets: speedup >= 3x: {'met' if t['speedup_at_least_3x'] else 'NOT met'}; "
-          f"batch 512 >= 60% of peak: {'met' if t['batch512_at_least_60pct_of_peak'] else 'NOT met'}"
-          f"  (total benchmark time {results['benchmark_seconds']:.0f} s)")
+    print(
+        f"\nTargets: speedup >= 3x: {'met' if t['speedup_at_least_3x'] else 'NOT met'}; "
+        f"batch 512 >= 60% of peak: {'met' if t['batch512_at_least_60pct_of_peak'] else 'NOT met'}"
+        f"  (total benchmark time {results['benchmark_seconds']:.0f} s)"
+    )
 
 
 def _pivot(rows: list[dict]) -> list[list]:
@@ -555,10 +634,15 @@ def _pivot(rows: list[dict]) -> list[list]:
     table = []
     for key in dict.fromkeys((r["precision"], r["mode"]) for r in rows):
         by_size = {r["batch_size"]: r for r in rows if (r["precision"], r["mode"]) == key}
-        table.append(list(key) + [
-            ("failed" if "error" in by_size[b] else f"{by_size[b]['images_per_second']:,.0f}") if b in by_size else "-"
-            for b in sizes
-        ])
+        table.append(
+            list(key)
+            + [
+                ("failed" if "error" in by_size[b] else f"{by_size[b]['images_per_second']:,.0f}")
+                if b in by_size
+                else "-"
+                for b in sizes
+            ]
+        )
     return table
 
 
@@ -572,7 +656,8 @@ def markdown(results: dict) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['cpus_usable']} usable CPUs ({m['cpu_capability']}, {m['blas']}), torch {m['torch']} "
         f"with {m['torch_threads']} threads, Python {m['python']}"
-        + (f"; GPU {m['cuda']['name']}" if m["cuda"] else "; no GPU") + ".",
+        + (f"; GPU {m['cuda']['name']}" if m["cuda"] else "; no GPU")
+        + ".",
         "",
         f"fp32 matrix-multiply peak (best square `torch.mm`): **{mm['peak_gflops']:.0f} GFLOP/s** "
         "(" + ", ".join(f"{r['n']}: {r['gflops']:.0f}" for r in mm["square"]) + ").",
@@ -587,21 +672,33 @@ def markdown(results: dict) -> str:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["limit"]:
-        lines.append(f"| {r['batch_size']} | {r['epoch_flops'] / 1e9:.1f} | {r['epoch_median']:.2f} | {r['gflops']:.1f} "
-                     f"| **{100 * r['fraction_of_peak']:.0f}%** | {100 * r['fraction_of_model_gemms']:.0f}% |")
+        lines.append(
+            f"| {r['batch_size']} | {r['epoch_flops'] / 1e9:.1f} | {r['epoch_median']:.2f} | {r['gflops']:.1f} "
+            f"| **{100 * r['fraction_of_peak']:.0f}%** | {100 * r['fraction_of_model_gemms']:.0f}% |"
+        )
     prof = results.get("profile")
     if prof:
-        lines += ["", f"Profile of a pretrain step at batch {prof['batch_size']} (CPU self time): "
-                  + ", ".join(f"{k} {100 * v:.0f}%" for k, v in prof["share"].items()) + "."]
+        lines += [
+            "",
+            f"Profile of a pretrain step at batch {prof['batch_size']} (CPU self time): "
+            + ", ".join(f"{k} {100 * v:.0f}%" for k, v in prof["share"].items())
+            + ".",
+        ]
     gpu = results.get("gpu")
     if gpu:
         sizes = sorted({r["batch_size"] for r in gpu["throughput"]})
-        lines += ["", f"| {gpu['device']}: images/s | " + " | ".join(str(b) for b in sizes) + " |",
-                  "|---|" + "---:|" * len(sizes)]
+        lines += [
+            "",
+            f"| {gpu['device']}: images/s | " + " | ".join(str(b) for b in sizes) + " |",
+            "|---|" + "---:|" * len(sizes),
+        ]
         lines += [f"| {row[0]} {row[1]} | " + " | ".join(row[2:]) + " |" for row in _pivot(gpu["throughput"])]
         run = gpu["pretrain_run"]
-        lines += ["", f"{run['epochs']}-epoch pretrain run (batch {run['batch_size']}, {run['images']:,} images, bf16 autocast): "
-                  f"**{run['seconds']:.1f} s**."]
+        lines += [
+            "",
+            f"{run['epochs']}-epoch pretrain run (batch {run['batch_size']}, {run['images']:,} images, bf16 autocast): "
+            f"**{run['seconds']:.1f} s**.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -609,11 +706,22 @@ def markdown(results: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 5; 2 with --quick)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per measurement (default 5; 2 with --quick)"
+    )
     p.add_argument("--quick", action="store_true", help="a short smoke run: a few thousand images, small matrices")
-    p.add_argument("--images", type=int, default=None, help="train on the first N images (default all 60000; 4096 with --quick)")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON.relative_to(REPO_ROOT)})")
+    p.add_argument(
+        "--images", type=int, default=None, help="train on the first N images (default all 60000; 4096 with --quick)"
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        help=f"where to write the results (default {DEFAULT_JSON.relative_to(REPO_ROOT)})",
+    )
     p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown")
     p.add_argument("--no-gpu", action="store_true", help="measure the CPU only even when CUDA is available")
     p.add_argument("--markdown", action="store_true", help="also print the results as Markdown tables for the README")
@@ -632,11 +740,20 @@ def main(argv: list[str] | None = None) -> dict:
     began = time.perf_counter()
     train = data.load("fashion-mnist", "train")
     images = train.images[: args.images] if args.images else train.images
-    results: dict = {"machine": machine_info(), "settings": {"repeats": args.repeats, "quick": args.quick, "images": len(images)}}
+    results: dict = {
+        "machine": machine_info(),
+        "settings": {"repeats": args.repeats, "quick": args.quick, "images": len(images)},
+    }
     m = results["machine"]
     print(f"Machine: {m['cpu']}, {m['cpus_usable']} usable CPUs, torch {m['torch']}, {m['torch_threads']} threads")
     use_gpu = torch.cuda.is_available() and not args.no_gpu
-    print(f"GPU: {m['cuda']['name']}" if use_gpu else NO_CUDA if not torch.cuda.is_available() else "GPU: skipped (--no-gpu)")
+    print(
+        f"GPU: {m['cuda']['name']}"
+        if use_gpu
+        else NO_CUDA
+        if not torch.cuda.is_available()
+        else "GPU: skipped (--no-gpu)"
+    )
 
     print("Measuring the fp32 matrix-multiply rate...", flush=True)
     sizes = (512, 1024) if args.quick else (1024, 2048, 3072, 4096)
@@ -656,7 +773,9 @@ def main(argv: list[str] | None = None) -> dict:
     print("Timing pretrain against the limit...", flush=True)
     gemm = {g["batch_size"]: g for g in results["matmul"]["model_gemms"]}
     results["limit"] = [
-        bench_limit(images, b, args.repeats, peak, gemm[b], epoch_seconds=nv["helper_epoch_seconds"] if b == 128 else None)
+        bench_limit(
+            images, b, args.repeats, peak, gemm[b], epoch_seconds=nv["helper_epoch_seconds"] if b == 128 else None
+        )
         for b in LIMIT_BATCH_SIZES
     ]
     results["profile"] = None if args.no_profile else profile_step(images, 512, steps=4 if args.quick else 12)

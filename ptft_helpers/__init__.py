@@ -1,8 +1,16 @@
 """ptft_helpers: the code behind the ptft notebook series on pre-training and fine-tuning.
 
-One module per concern: ``settings`` (fast mode, paths), ``data``, ``models``,
-``devices``, ``training``, ``checkpoints``, ``experiments``, ``plots``, ``widgets``,
-``envcheck`` and ``cli``.
+One module per concern, from the ground floor up:
+
+- ``settings`` (environment switches: fast mode, progress bars, data and checkpoint folders),
+  ``validation`` (the one "whole number" check), ``seeding`` (seeding without touching the caller's RNG);
+- ``data`` (Fashion-MNIST and MNIST, checked and repaired), ``devices`` (CUDA, MPS or CPU);
+- ``models`` (the autoencoders and the classifier), ``pca`` (PCA and the linear autoencoder);
+- ``training`` (pretrain, finetune, evaluate), ``checkpoints`` (the checkpoint file format);
+- ``pretrained`` (load or train the shared encoders), ``explorers`` (the latent-size and learning-rate
+  experiments), ``experiments`` (notebook 05's label-efficiency sweep);
+- ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``
+  (``python -m ptft_helpers``).
 """
 
 __version__ = "0.1.0"

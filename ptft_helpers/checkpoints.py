@@ -1,9 +1,11 @@
-"""Saving and loading pretrained autoencoders safely.
+"""The checkpoint file format: saving and loading pretrained autoencoders safely.
 
 A checkpoint holds the model's configuration, its weights and metadata (dataset, epochs,
 final loss, library versions). It is written atomically (a temporary file, then a rename,
 so a crash never leaves half a file) and loaded with ``torch.load(weights_only=True)``,
 which refuses to run code hidden in a file.
+
+Which checkpoint to load or train, and where it lives, is ``pretrained.py``'s job.
 """
 
 from __future__ import annotations
@@ -17,18 +19,25 @@ import torchvision
 from torch import nn
 
 from . import __version__
-from .data import dataset_info, load
-from .models import Autoencoder, autoencoder_from_config, build_autoencoder
-from .settings import checkpoint_dir, pick
-from .training import pretrain
+from .models import Autoencoder, autoencoder_from_config
 
 FORMAT = "ptft-checkpoint/1"
+
+
+def _cannot_save(path: Path, err: OSError) -> PermissionError:
+    return PermissionError(
+        f"Cannot save the checkpoint {path}: {err.strerror or err}. Save it in a folder you can write "
+        "(set PTFT_CHECKPOINTS to one, or give another path)."
+    )
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, **metadata) -> Path:
     """Write ``model`` (with its ``config``) and ``metadata`` to ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _cannot_save(path, err) from None
     payload = {
         "format": FORMAT,
         "config": dict(model.config),
@@ -36,14 +45,20 @@ def save_checkpoint(model: nn.Module, path: str | Path, **metadata) -> Path:
         "metadata": {
             **metadata,
             # str(): torch.__version__ is a TorchVersion, which torch.load(weights_only=True) refuses.
-            "versions": {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-                         "ptft_helpers": __version__, "python": platform.python_version()},
+            "versions": {
+                "torch": str(torch.__version__),
+                "torchvision": str(torchvision.__version__),
+                "ptft_helpers": __version__,
+                "python": platform.python_version(),
+            },
         },
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise _cannot_save(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -73,15 +88,22 @@ def load_weights(model: nn.Module, payload: dict, source: str = "the checkpoint"
     config = payload["config"]
     own = getattr(model, "config", None)
     if own is not None and own != config:
-        diffs = [f"{k}: checkpoint {config.get(k)!r}, model {own.get(k)!r}"
-                 for k in sorted(set(own) | set(config)) if own.get(k) != config.get(k)]
-        raise ValueError(f"{source} was saved from a different architecture ({'; '.join(diffs)}). "
-                         "Build the model with the checkpoint's sizes, or pretrain a new one.")
+        diffs = [
+            f"{k}: checkpoint {config.get(k)!r}, model {own.get(k)!r}"
+            for k in sorted(set(own) | set(config))
+            if own.get(k) != config.get(k)
+        ]
+        raise ValueError(
+            f"{source} was saved from a different architecture ({'; '.join(diffs)}). "
+            "Build the model with the checkpoint's sizes, or pretrain a new one."
+        )
     state, expected = payload["state_dict"], model.state_dict()
-    diffs = [f"{k}: checkpoint {tuple(state[k].shape) if k in state else 'missing'}, "
-             f"model {tuple(expected[k].shape) if k in expected else 'missing'}"
-             for k in sorted(set(state) | set(expected))
-             if k not in state or k not in expected or state[k].shape != expected[k].shape]
+    diffs = [
+        f"{k}: checkpoint {tuple(state[k].shape) if k in state else 'missing'}, "
+        f"model {tuple(expected[k].shape) if k in expected else 'missing'}"
+        for k in sorted(set(state) | set(expected))
+        if k not in state or k not in expected or state[k].shape != expected[k].shape
+    ]
     if diffs:
         raise ValueError(f"{source} does not fit this model: {'; '.join(diffs)}.")
     model.load_state_dict(state)
@@ -93,64 +115,3 @@ def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu")
     payload = load_checkpoint(path, map_location)
     model = load_weights(autoencoder_from_config(payload["config"]), payload, str(path))
     return model, payload["metadata"]
-
-
-def pretrain_settings() -> dict:
-    """The pretraining recipe the notebooks share (smaller in fast mode, same code path)."""
-    return {"epochs": pick(20, 2), "train_size": pick(60000, 6000), "lr": 1e-3, "batch_size": 128}
-
-
-def default_checkpoint_path(dataset: str, arch: str, hidden_dim: int, latent_dim: int, pretext: str,
-                            epochs: int, train_size: int, seed: int) -> Path:
-    """Where ``load_or_pretrain`` keeps the encoder for these settings."""
-    name = f"{dataset_info(dataset).name}-{arch}-{hidden_dim}-{latent_dim}-{pretext}-e{epochs}-n{train_size}-s{seed}.pt"
-    return checkpoint_dir() / name
-
-
-def load_or_pretrain(
-    dataset: str = "fashion-mnist",
-    *,
-    arch: str = "mlp",
-    latent_dim: int = 32,
-    hidden_dim: int | None = None,
-    pretext: str = "plain",
-    seed: int = 0,
-    path: str | Path | None = None,
-    device: torch.device | str | None = None,
-    progress: bool | None = None,
-    retrain: bool = False,
-    **recipe,
-) -> tuple[Autoencoder, dict]:
-    """Return a pretrained autoencoder: loaded if a matching checkpoint exists, else trained and saved.
-
-    ``retrain=True`` trains (and saves) even when a matching checkpoint exists.
-    ``recipe`` overrides ``pretrain_settings()`` (epochs, train_size, lr, batch_size).
-    The metadata holds the training history, so plots work whether it was loaded or trained.
-    """
-    settings = {**pretrain_settings(), **recipe}
-    unknown = set(settings) - set(pretrain_settings())
-    if unknown:
-        raise ValueError(f"Unknown pretraining setting(s) {sorted(unknown)}; use {sorted(pretrain_settings())}.")
-    dataset = dataset_info(dataset).name
-    model = build_autoencoder(arch, latent_dim, hidden_dim)
-    hidden_dim = model.config["hidden_dim"]  # the architecture's default when not given
-    path = Path(path) if path is not None else default_checkpoint_path(
-        dataset, arch, hidden_dim, latent_dim, pretext, settings["epochs"], settings["train_size"], seed)
-    wanted = {"dataset": dataset, "pretext": pretext, "seed": seed, **settings}
-    if path.is_file() and not retrain:
-        payload = load_checkpoint(path)
-        if all(payload["metadata"].get(k) == v for k, v in wanted.items()) and payload["config"] == model.config:
-            return load_weights(model, payload, str(path)), payload["metadata"]
-    train, test = load(dataset, "train"), load(dataset, "test")
-    if not 1 <= settings["train_size"] <= len(train):
-        raise ValueError(f"train_size must be between 1 and {len(train)}, got {settings['train_size']!r}.")
-    torch.manual_seed(seed)
-    model = build_autoencoder(arch, latent_dim, hidden_dim)
-    history = pretrain(model, train.images[: settings["train_size"]], epochs=settings["epochs"], lr=settings["lr"],
-                       batch_size=settings["batch_size"], pretext=pretext, seed=seed, device=device,
-                       test_images=test.images, progress=progress)
-    history.pop("step_loss")
-    metadata = {**wanted, "final_train_loss": history["train_loss"][-1], "final_test_loss": history["test_loss"][-1],
-                "history": history}
-    save_checkpoint(model, path, **metadata)
-    return model.cpu(), load_checkpoint(path)["metadata"]  # read back: the file is known to load

@@ -2,6 +2,7 @@
 
 Bad arguments exit with code 2 and a one-line message; nothing is overwritten by a failed run.
 A dataset that cannot be found also exits with 2, listing where it looked and how to fix it.
+``pretrain`` prints where it saved (or found) the checkpoint; ``evaluate`` and ``finetune`` take that path as is.
 """
 
 from __future__ import annotations
@@ -9,21 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-from .checkpoints import load_autoencoder, load_or_pretrain, pretrain_settings
+from .checkpoints import load_autoencoder
 from .data import DATASETS, balanced_subset, dataset_info, load, prepare
-from .training import PRETEXTS, check_learning_rate
+from .envcheck import check_environment, print_report
+from .models import Classifier
+from .pretrained import load_or_pretrain, pretrain_settings
+from .training import PRETEXTS, check_learning_rate, evaluate, finetune
+from .validation import positive_int
 
 
 def _positive_int(text: str) -> int:
     try:
-        value = int(text)
+        return positive_int(int(text), "the value")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
 
 
 def _learning_rate(text: str) -> float:
@@ -40,8 +43,31 @@ def _dataset(text: str) -> str:
         raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; choose one of: {', '.join(DATASETS)}") from None
 
 
+def _checkpoint(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current directory when it is inside it (as printed by ``pretrain``), else absolute."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option with its default (except where there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (exit code 2), not a usage dump."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=_Help, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -53,34 +79,51 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("data", help="prepare a dataset in data/ and say where it came from")
-    p.add_argument("--dataset", type=_dataset, default="fashion-mnist", help="fashion-mnist (default) or mnist")
+    p.add_argument("--dataset", type=_dataset, default="fashion-mnist", help="fashion-mnist or mnist")
 
     sub.add_parser("check", help="check the environment and print [OK]/[FAIL] lines")
 
     defaults = pretrain_settings()
-    p = sub.add_parser("pretrain", help="pretrain an autoencoder (or load a matching checkpoint) and save it")
-    p.add_argument("--dataset", type=_dataset, default="fashion-mnist")
-    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
-    p.add_argument("--latent-dim", type=_positive_int, default=32)
-    p.add_argument("--hidden-dim", type=_positive_int, default=None,
-                   help="hidden units (mlp, default 256) or channels (conv, default 16)")
-    p.add_argument("--pretext", choices=PRETEXTS, default="plain")
-    p.add_argument("--epochs", type=_positive_int, default=defaults["epochs"])
-    p.add_argument("--train-size", type=_positive_int, default=defaults["train_size"])
-    p.add_argument("--lr", type=_learning_rate, default=defaults["lr"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="checkpoint path (default: data/checkpoints/<settings>.pt)")
+    p = sub.add_parser("pretrain", help="pretrain an autoencoder (or load a matching checkpoint) and say where it is")
+    p.add_argument("--dataset", type=_dataset, default="fashion-mnist", help="fashion-mnist or mnist")
+    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp", help="architecture")
+    p.add_argument("--latent-dim", type=_positive_int, default=32, help="length of the code z")
+    p.add_argument(
+        "--hidden-dim",
+        type=_positive_int,
+        default=None,
+        help="hidden units (mlp, default 256) or channels (conv, default 16)",
+    )
+    p.add_argument("--pretext", choices=PRETEXTS, default="plain", help="pretext task")
+    p.add_argument("--epochs", type=_positive_int, default=defaults["epochs"], help="passes over the images")
+    p.add_argument(
+        "--train-size", type=_positive_int, default=defaults["train_size"], help="train on the first N training images"
+    )
+    p.add_argument("--lr", type=_learning_rate, default=defaults["lr"], help="Adam's learning rate")
+    p.add_argument("--seed", type=int, default=0, help="random seed (initial weights, batch order)")
+    p.add_argument(
+        "--out",
+        type=_checkpoint,
+        default=None,
+        help="checkpoint path (default: a file named after the settings, in $PTFT_CHECKPOINTS, else "
+        "in data/checkpoints/ when writable, else in ~/.cache/ptft/checkpoints/)",
+    )
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained encoder on a few labels and report test accuracy")
-    p.add_argument("checkpoint", type=Path, help="a checkpoint written by `pretrain`")
+    p.add_argument("checkpoint", type=_checkpoint, help="a checkpoint path, as `pretrain` prints it")
     p.add_argument("--labels", type=_positive_int, default=100, help="number of labelled examples (a multiple of 10)")
-    p.add_argument("--mode", choices=["probe", "finetune"], default="finetune", help="probe: frozen encoder")
-    p.add_argument("--epochs", type=_positive_int, default=50)
-    p.add_argument("--lr", type=_learning_rate, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--mode",
+        choices=["probe", "finetune"],
+        default="finetune",
+        help="probe: frozen encoder; finetune: train it too",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=50, help="passes over the labelled examples")
+    p.add_argument("--lr", type=_learning_rate, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--seed", type=int, default=0, help="random seed (which labels, initial head, batch order)")
 
     p = sub.add_parser("evaluate", help="report a checkpoint's reconstruction error on the test set")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=_checkpoint, help="a checkpoint path, as `pretrain` prints it")
     return parser
 
 
@@ -90,31 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, PermissionError) as err:
         # Bad arguments give one-line messages; a missing dataset also lists where it looked and the fixes.
         print(f"{parser.prog} {args.command}: error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .models import Classifier  # imported here so that `--help` stays quick
-    from .training import evaluate, finetune
-
     if args.command == "data":
         print(f"{args.dataset}: {prepare(args.dataset)}")
         return 0
     if args.command == "check":
-        from .envcheck import check_environment, print_report
-
         return 0 if print_report(check_environment()) else 1
     if args.command == "pretrain":
-        model, meta = load_or_pretrain(
-            args.dataset, arch=args.arch, latent_dim=args.latent_dim, hidden_dim=args.hidden_dim,
-            pretext=args.pretext, seed=args.seed, path=args.out,
-            epochs=args.epochs, train_size=args.train_size, lr=args.lr,
-        )
-        print(json.dumps({k: meta[k] for k in ("dataset", "pretext", "epochs", "final_train_loss", "final_test_loss")}))
-        return 0
+        return _pretrain(args)
     model, meta = load_autoencoder(args.checkpoint)
     test = load(meta["dataset"], "test")
     if args.command == "evaluate":
@@ -128,4 +160,27 @@ def _run(args: argparse.Namespace) -> int:
     finetune(classifier, train.images[idx], train.labels[idx], epochs=args.epochs, lr=args.lr, seed=args.seed)
     scores = evaluate(classifier, test.images, test.labels)
     print(json.dumps({"labels": args.labels, "mode": args.mode, **scores}))
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    """Load or train; print one line saying where the checkpoint is, then its summary as JSON."""
+    started = time.time_ns()
+    result = load_or_pretrain(
+        args.dataset,
+        arch=args.arch,
+        latent_dim=args.latent_dim,
+        hidden_dim=args.hidden_dim,
+        pretext=args.pretext,
+        seed=args.seed,
+        path=args.out,
+        epochs=args.epochs,
+        train_size=args.train_size,
+        lr=args.lr,
+    )
+    meta = result.metadata
+    summary = {k: meta[k] for k in ("dataset", "pretext", "epochs", "final_train_loss", "final_test_loss")}
+    saved = result.path.stat().st_mtime_ns >= started  # written during this run (else found, made earlier)
+    print(f"{'Saved' if saved else 'Found'} the checkpoint: {shown_path(result.path)}")
+    print(json.dumps({**summary, "checkpoint": shown_path(result.path)}))
     return 0

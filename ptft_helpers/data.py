@@ -26,6 +26,7 @@ import torch
 from torchvision import datasets
 
 from .settings import data_dir
+from .validation import is_whole_number
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -67,7 +68,7 @@ class ImageData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: torch.Tensor) -> "ImageData":
+    def subset(self, indices: torch.Tensor) -> ImageData:
         """The examples at ``indices``, as a new ``ImageData``."""
         return ImageData(self.images[indices], self.labels[indices], self.classes)
 
@@ -218,8 +219,10 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int = 0, num_classes: in
 
     Draw them from the training split: it never overlaps the test split.
     """
-    if not isinstance(n, int) or n < num_classes or n % num_classes:
-        raise ValueError(f"n={n!r} labels cannot be split evenly over {num_classes} classes; use a multiple of {num_classes}.")
+    if not is_whole_number(n, num_classes) or n % num_classes:
+        raise ValueError(
+            f"n={n!r} labels cannot be split evenly over {num_classes} classes; use a multiple of {num_classes}."
+        )
     per_class = n // num_classes
     gen = torch.Generator().manual_seed(seed)
     picked = []

@@ -33,7 +33,8 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
             raise ValueError(f"Device {wanted!r} was asked for, but CUDA is not available here. {DEVICE_HELP}")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(
-                f"Device {wanted!r} was asked for, but only {torch.cuda.device_count()} CUDA device(s) exist. {DEVICE_HELP}"
+                f"Device {wanted!r} was asked for, but only {torch.cuda.device_count()} CUDA device(s) exist. "
+                + DEVICE_HELP
             )
     elif device.type == "mps" and not _mps_available():
         raise ValueError(f"Device {wanted!r} was asked for, but Apple MPS is not available here. {DEVICE_HELP}")
@@ -56,10 +57,12 @@ def describe_device(device: torch.device) -> str:
     return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 mixed precision on CUDA; a no-op elsewhere (CPU and MPS train in fp32)."""
+def autocast(device: torch.device, cache_enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 mixed precision on CUDA; a no-op elsewhere (CPU and MPS train in fp32).
+
+    ``cache_enabled=False`` is what CUDA graph capture needs (the benchmark uses it)."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()
 
 

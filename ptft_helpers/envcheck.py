@@ -46,7 +46,11 @@ def check_python(minimum: tuple[int, int] = MIN_PYTHON) -> Check:
     want = ".".join(map(str, minimum))
     if sys.version_info[:2] >= minimum:
         return ("Python", True, found)
-    return ("Python", False, f"found {found}, need {want} or newer: install Python {want}+ and recreate the virtual environment")
+    return (
+        "Python",
+        False,
+        f"found {found}, need {want} or newer: install Python {want}+ and recreate the virtual environment",
+    )
 
 
 def check_package(module: str, minimum: str | None = None, distribution: str | None = None) -> Check:
@@ -61,13 +65,18 @@ def check_package(module: str, minimum: str | None = None, distribution: str | N
     except importlib.metadata.PackageNotFoundError:
         version = str(getattr(imported, "__version__", "unknown version"))
     if minimum and _version_tuple(version) < _version_tuple(minimum):
-        return (module, False, f"version {version} is too old, need {minimum} or newer: "
-                               f"`pip install -U '{distribution}>={minimum}'`")
+        return (
+            module,
+            False,
+            f"version {version} is too old, need {minimum} or newer: `pip install -U '{distribution}>={minimum}'`",
+        )
     return (module, True, version)
 
 
 def check_device() -> Check:
-    """Which device training will use (CUDA, Apple MPS or CPU). Fails only if ``PTFT_DEVICE`` asks for one that is missing."""
+    """Which device training will use (CUDA, Apple MPS or CPU).
+
+    Fails only if ``PTFT_DEVICE`` asks for one that is missing."""
     from .devices import describe_device, pick_device
 
     try:
@@ -115,8 +124,9 @@ def check_environment(
     torch_ok = any(name == "torch" and ok for name, ok, _ in results)
     if torch_ok:
         results.append(check_device())
-        results.append(check_data(dataset, data_root, system_dir=system_dir,
-                                  allow_download=allow_download, allow_apt=allow_apt))
+        results.append(
+            check_data(dataset, data_root, system_dir=system_dir, allow_download=allow_download, allow_apt=allow_apt)
+        )
     else:
         results.append(("device", False, "needs torch: fix the torch line above first"))
         results.append((f"data ({dataset})", False, "needs torch and torchvision: fix those lines above first"))
@@ -132,5 +142,9 @@ def print_report(results: list[Check]) -> bool:
             print(f"       {line}")
     passed = sum(ok for _, ok, _ in results)
     all_ok = passed == len(results)
-    print(f"All {len(results)} checks passed." if all_ok else f"{len(results) - passed} of {len(results)} checks failed: see [FAIL] above.")
+    print(
+        f"All {len(results)} checks passed."
+        if all_ok
+        else f"{len(results) - passed} of {len(results)} checks failed: see [FAIL] above."
+    )
     return all_ok

@@ -10,14 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .validation import positive_int, whole_number
+
 IMAGE_SHAPE = (1, 28, 28)
 INPUT_DIM = 28 * 28
 
 
 def _check_dims(input_dim: int, hidden_dim: int, latent_dim: int) -> None:
     for label, value in (("input_dim", input_dim), ("hidden_dim", hidden_dim), ("latent_dim", latent_dim)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{label} must be a whole number >= 1, got {value!r}.")
+        positive_int(value, label)
     if latent_dim > input_dim:
         raise ValueError(
             f"latent_dim={latent_dim} is larger than the input ({input_dim} values): the code would not "
@@ -122,20 +123,19 @@ class Classifier(nn.Module):
 
     def __init__(self, encoder: nn.Module, num_classes: int = 10):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be a whole number >= 2, got {num_classes!r}.")
+        whole_number(num_classes, "num_classes", 2)
         self.encoder = encoder
         self.head = nn.Linear(encoder.latent_dim, num_classes)  # (N, latent_dim) -> (N, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
 
-    def freeze_encoder(self) -> "Classifier":
+    def freeze_encoder(self) -> Classifier:
         """Stop training the encoder (a linear probe): only the head learns."""
         self.encoder.requires_grad_(False)
         return self
 
-    def unfreeze_encoder(self) -> "Classifier":
+    def unfreeze_encoder(self) -> Classifier:
         """Train the encoder and the head together (full fine-tuning)."""
         self.encoder.requires_grad_(True)
         return self
@@ -161,7 +161,9 @@ def build_autoencoder(
         return Autoencoder(Encoder(input_dim, hidden_dim, latent_dim), Decoder(latent_dim, hidden_dim, input_dim))
     if arch == "conv":
         if input_dim != INPUT_DIM:
-            raise ValueError(f"The convolutional autoencoder takes 28x28 images (input_dim={INPUT_DIM}), not {input_dim}.")
+            raise ValueError(
+                f"The convolutional autoencoder takes 28x28 images (input_dim={INPUT_DIM}), not {input_dim}."
+            )
         return Autoencoder(ConvEncoder(latent_dim, hidden_dim), ConvDecoder(latent_dim, hidden_dim))
     raise ValueError(f"Unknown architecture {arch!r}. Choose 'mlp' or 'conv'.")
 

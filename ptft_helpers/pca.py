@@ -20,20 +20,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .seeding import seeded
+from .validation import positive_int, whole_number
+
 
 def _check_data(x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
-        raise ValueError(f"x must be a float tensor of shape (N, D), got {type(x).__name__} "
-                         f"{tuple(getattr(x, 'shape', ()))}. Use data.to_inputs(images) for images.")
+        raise ValueError(
+            f"x must be a float tensor of shape (N, D), got {type(x).__name__} "
+            f"{tuple(getattr(x, 'shape', ()))}. Use data.to_inputs(images) for images."
+        )
     if len(x) < 2:
         raise ValueError(f"PCA needs at least 2 examples, got {len(x)}.")
     return x
 
 
 def _check_k(k: int, dim: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= dim:
-        raise ValueError(f"k must be a whole number between 0 and D={dim}, got {k!r}.")
-    return k
+    return whole_number(k, "k", 0, dim)
 
 
 def _eigen(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,13 +129,11 @@ def train_linear_autoencoder(
     x = _check_data(x)
     if _check_k(k, x.shape[1]) < 1:
         raise ValueError(f"k must be at least 1 for an autoencoder, got {k!r}.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}.")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None (full batch) or a whole number >= 1, got {batch_size!r}.")
+    positive_int(steps, "steps")
+    if batch_size is not None:
+        positive_int(batch_size, "batch_size (or None for the full batch)")
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = LinearAutoencoder(x.shape[1], k).to(x.device)
     if mean_init:
         with torch.no_grad():

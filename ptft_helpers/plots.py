@@ -1,21 +1,27 @@
 """Figures for the notebooks. Each function returns its matplotlib ``Figure``.
 
-In a notebook, end the line with ``;`` so the figure is shown once.
+In a notebook, end the line with ``;`` so the figure is shown once. Every figure uses
+matplotlib's constrained layout.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from .explorers import DIVERGENCE_FACTOR
+
 LABELS = {
     "train_loss": "train loss",
     "test_loss": "test loss",
     "train_acc": "train accuracy",
     "test_acc": "test accuracy",
+    "val_loss": "validation loss",
+    "val_acc": "validation accuracy",
 }
 
 
@@ -37,37 +43,39 @@ def show_images(
     """A grid of 28x28 images, each captioned with its class name when labels are given."""
     x = _as_images(images)
     nrows = -(-len(x) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.45 * nrows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.3 * ncols, 1.45 * nrows + 0.4), squeeze=False, layout="constrained"
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(x):
-            ax.imshow(x[i], cmap="gray_r", vmin=0, vmax=1)
+            ax.imshow(x[i].numpy(), cmap="gray_r", vmin=0, vmax=1)
             if labels is not None:
                 label = int(labels[i])
                 ax.set_title(classes[label] if classes else str(label), fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def show_image_rows(rows: Mapping[str, torch.Tensor], *, title: str | None = None) -> Figure:
     """One row of images per entry, e.g. {"original": x, "reconstruction": x_hat}."""
     ncols = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.2 * ncols, 1.35 * len(rows) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(1.2 * ncols, 1.35 * len(rows) + 0.4), squeeze=False, layout="constrained"
+    )
     for r, (name, images) in enumerate(rows.items()):
         x = _as_images(images)
         for c, ax in enumerate(axes[r]):
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(x):
-                ax.imshow(x[c], cmap="gray_r", vmin=0, vmax=1)
+                ax.imshow(x[c].numpy(), cmap="gray_r", vmin=0, vmax=1)
             else:
                 ax.axis("off")
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -82,7 +90,7 @@ def plot_history(
     """Per-epoch curves of one history, or of several ({"name": history, ...}) for comparison."""
     if "epoch" in histories:
         histories = {"": histories}
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
     for name, history in histories.items():
         for key in keys:
             if key in history:
@@ -96,24 +104,136 @@ def plot_history(
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
 def plot_label_efficiency(summary: Sequence[Mapping], *, title: str = "Test accuracy vs number of labels") -> Figure:
     """Mean test accuracy (error bars: one standard deviation over seeds) per method vs labels (log x)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     methods = list(dict.fromkeys(row["method"] for row in summary))
     for i, method in enumerate(methods):
         rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["labels"])
         x = [r["labels"] * (1 + 0.04 * (i - len(methods) / 2)) for r in rows]  # small offsets: bars stay visible
-        ax.errorbar(x, [100 * r["mean"] for r in rows], yerr=[100 * r["std"] for r in rows],
-                    marker="o", ms=4, capsize=3, label=method)
+        ax.errorbar(
+            x,
+            [100 * r["mean"] for r in rows],
+            yerr=[100 * r["std"] for r in rows],
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=method,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("number of labelled training images (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    return fig
+
+
+def plot_latent_sizes(results: Mapping[int, dict], current: int | None = None) -> Figure:
+    """Originals above their reconstructions for ``current`` (default: the last result), beside
+    the test error of every latent size in ``results`` ({latent_dim: explore_latent_size(...)})."""
+    if not results:
+        raise ValueError("No results to plot yet: call explore_latent_size first.")
+    current = list(results)[-1] if current is None else current
+    shown = results[current]
+    fig = plt.figure(figsize=(12, 2.9), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[2, 1])
+    axes = left.subplots(2, len(shown["originals"]), squeeze=False)
+    for r, (row_name, images) in enumerate(
+        (("original", shown["originals"]), ("reconstruction", shown["reconstructions"]))
+    ):
+        for ax, image in zip(axes[r], _as_images(images)):
+            ax.imshow(image.numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(row_name, fontsize=9)
+    left.suptitle(
+        f"Test images and their reconstructions, latent size {current} (test MSE {shown['test_mse']:.4f})", fontsize=11
+    )
+    ax = right.subplots()
+    sizes = sorted(results)
+    errors = [results[s]["test_mse"] for s in sizes]
+    ax.plot(sizes, errors, "-o", color="tab:blue", ms=5, label="sizes tried")
+    ax.plot([current], [shown["test_mse"]], "o", color="tab:red", ms=9, label=f"latent size {current}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("latent size (length of the code z)")
+    ax.set_ylabel("test MSE per pixel")
+    ax.set_title("Test error vs latent size", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_learning_rates(results: Mapping[float, dict], current: float | None = None) -> Figure:
+    """Every tried rate's training-loss curve on a log scale ({lr: explore_learning_rate(...)}).
+
+    A diverged run ends in a cross labelled "diverged at step N"; the dotted line is the
+    divergence threshold (``DIVERGENCE_FACTOR`` times the loss at step 1).
+    """
+    if not results:
+        raise ValueError("No results to plot yet: call explore_learning_rate first.")
+    current = list(results)[-1] if current is None else current
+    fig, ax = plt.subplots(figsize=(10, 4.2), layout="constrained")
+    cmap = plt.get_cmap("viridis")
+    finite = [v for r in results.values() for v in r["step_loss"] if math.isfinite(v)]
+    starts = sorted(r["step_loss"][0] for r in results.values() if r["step_loss"] and math.isfinite(r["step_loss"][0]))
+    threshold = DIVERGENCE_FACTOR * (starts[len(starts) // 2] if starts else 0.25)
+    top = threshold * 10
+    bottom = min(finite) / 1.5 if finite else threshold / 1000
+    notes = []
+    for lr in sorted(results):
+        r = results[lr]
+        losses, at = r["step_loss"], r["diverged_at"]
+        color = cmap(min(max((math.log10(lr) + 5) / 5, 0.0), 1.0) * 0.9)
+        width, alpha = (2.6, 1.0) if lr == current else (1.3, 0.75)
+        label = f"lr = {lr:.2g}" + (f": diverged at step {at}" if at is not None else "")
+        ok = losses[:-1] if at is not None else losses
+        ax.plot(range(1, len(ok) + 1), ok, color=color, lw=width, alpha=alpha, label=label)
+        if at is not None:
+            bad = losses[-1]
+            y = min(bad, top / 2) if math.isfinite(bad) else top / 2
+            if ok:
+                ax.plot([at - 1, at], [ok[-1], y], ":", color=color, lw=width, alpha=alpha)
+            ax.plot([at], [y], "x", color=color, ms=10, mew=2.5, clip_on=False)
+            notes.append(f"lr = {lr:.2g}: diverged at step {at}")
+    ax.axhline(threshold, ls=":", color="gray", lw=1)
+    ax.text(
+        0.99,
+        threshold * 1.15,
+        f"divergence threshold: {DIVERGENCE_FACTOR:g}x the loss at step 1",
+        transform=ax.get_yaxis_transform(),
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="gray",
+    )
+    if notes:
+        ax.text(
+            0.99,
+            threshold / 1.4,
+            "\n".join(notes),
+            transform=ax.get_yaxis_transform(),
+            ha="right",
+            va="top",
+            fontsize=9,
+            color="tab:red",
+            linespacing=1.3,
+        )
+    ax.set_yscale("log")
+    ax.set_ylim(bottom, top)
+    batch = {r.get("batch_size") for r in results.values()}
+    ax.set_xlabel(
+        f"training step (one batch of {batch.pop()} images)"
+        if len(batch) == 1 and None not in batch
+        else "training step (one batch of images)"
+    )
+    ax.set_ylabel("training loss (MSE per pixel, log scale)")
+    ax.set_title("Training loss for each learning rate tried (Adam)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

@@ -7,6 +7,7 @@ a *history*: a dict of per-epoch lists that ``plots.plot_history`` draws directl
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from .data import to_inputs
 from .devices import autocast, pick_device, synchronize
 from .models import Classifier
 from .settings import progress_enabled
+from .validation import positive_int
 
 History = dict[str, list[float]]
 PRETEXTS = ("plain", "denoising", "masked")
@@ -44,19 +46,15 @@ def check_learning_rate(lr: float, label: str = "learning rate") -> float:
     return float(lr)
 
 
-def _check_positive_int(value: int, label: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{label} must be a whole number >= 1, got {value!r}.")
-    return value
-
-
 def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
     """A fresh random order of 0..n-1 (drawn on the CPU, so seeds repeat on any device), cut into batches."""
     order = torch.randperm(n, generator=generator).to(device)
     return list(order.split(batch_size))
 
 
-def corrupt(x: torch.Tensor, pretext: str, generator: torch.Generator, noise_std: float = 0.3, mask_ratio: float = 0.5) -> torch.Tensor:
+def corrupt(
+    x: torch.Tensor, pretext: str, generator: torch.Generator, noise_std: float = 0.3, mask_ratio: float = 0.5
+) -> torch.Tensor:
     """The encoder's input for a pretext task; the target is always the clean ``x``.
 
     plain: x itself. denoising: x plus Gaussian noise of std ``noise_std``.
@@ -71,21 +69,41 @@ def corrupt(x: torch.Tensor, pretext: str, generator: torch.Generator, noise_std
     raise ValueError(f"Unknown pretext {pretext!r}. Choose one of: {', '.join(PRETEXTS)}.")
 
 
-def _adam(params: Iterable, lr: float, device: torch.device) -> torch.optim.Adam:
+def adam(params: Iterable, lr: float, device: torch.device, *, capturable: bool = False) -> torch.optim.Adam:
     """Adam with PyTorch's fused kernel on the CPU and CUDA: the same update, computed in one
     pass per tensor instead of a dozen small operations (on 2 CPU cores a pretraining epoch is
-    ~15-20% faster at batch 128, ~5% at batch 512; see benchmarks/README.md)."""
+    ~15-20% faster at batch 128, ~5% at batch 512; see benchmarks/README.md).
+    ``capturable=True`` keeps the step on the GPU, as CUDA graph capture needs (the benchmark uses it)."""
     params = list(params)
     if device.type in ("cpu", "cuda"):
         try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
+            return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
         except RuntimeError:  # PyTorch < 2.4 has no fused Adam for the CPU
             pass
-    return torch.optim.Adam(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, capturable=capturable)
+
+
+def pretrain_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    amp: contextlib.AbstractContextManager | None = None,
+) -> torch.Tensor:
+    """One optimiser step of pretraining: MSE between ``model(inputs)`` and ``target`` (B, 784), under the
+    mixed-precision context ``amp`` (``devices.autocast(device)``; none by default). Returns the loss, detached."""
+    with amp or contextlib.nullcontext():
+        loss = F.mse_loss(model(inputs).float(), target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def _progress(total: int, desc: str, show: bool | None):
-    return tqdm(total=total, desc=desc, unit="epoch", disable=not (progress_enabled() if show is None else show), leave=False)
+    return tqdm(
+        total=total, desc=desc, unit="epoch", disable=not (progress_enabled() if show is None else show), leave=False
+    )
 
 
 def pretrain(
@@ -107,8 +125,8 @@ def pretrain(
     ``test_images`` is given, ``seconds`` per epoch, and every step's loss in ``step_loss``.
     Raises ``TrainingDiverged`` if the loss becomes NaN or infinite.
     """
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size")
+    positive_int(epochs, "epochs")
+    positive_int(batch_size, "batch_size")
     lr = check_learning_rate(lr)
     if pretext not in PRETEXTS:
         raise ValueError(f"Unknown pretext {pretext!r}. Choose one of: {', '.join(PRETEXTS)}.")
@@ -117,7 +135,8 @@ def pretrain(
     device = pick_device(device)
     model.to(device).train()
     x = to_inputs(images, device)  # (N, 784) floats in [0, 1], moved to the device once
-    optimizer = _adam(model.parameters(), lr, device)
+    optimizer = adam(model.parameters(), lr, device)
+    amp = autocast(device)
     generator = torch.Generator().manual_seed(seed)
     history: History = {"epoch": [], "train_loss": [], "seconds": [], "step_loss": []}
     if test_images is not None:
@@ -129,13 +148,7 @@ def pretrain(
             step_losses = torch.empty(len(batches), device=device)
             for i, idx in enumerate(batches):
                 target = x.index_select(0, idx)  # (B, 784)
-                inputs = corrupt(target, pretext, generator)
-                with autocast(device):
-                    loss = F.mse_loss(model(inputs).float(), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step_losses[i] = loss.detach()
+                step_losses[i] = pretrain_step(model, optimizer, corrupt(target, pretext, generator), target, amp)
             step_losses = step_losses.cpu()
             synchronize(device)
             done_before = len(history["step_loss"])
@@ -165,18 +178,19 @@ def finetune(
     batch_size: int = 128,
     seed: int = 0,
     device: torch.device | str | None = None,
-    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: bool | None = None,
 ) -> History:
     """Train ``classifier`` on labelled images with cross-entropy and Adam.
 
     ``lr`` is the head's learning rate; ``encoder_lr`` (default: ``lr``) the encoder's.
     A frozen encoder (``classifier.freeze_encoder()``) is not trained at all.
-    Returns per-epoch ``train_loss`` and ``train_acc``, plus ``test_loss`` and ``test_acc``
-    when ``test=(images, labels)`` is given.
+    Returns per-epoch ``train_loss`` and ``train_acc``, plus ``val_loss`` and ``val_acc`` when
+    ``val=(images, labels)`` is given: validation data held out from the *training* split, for
+    choosing settings. (There is no per-epoch test score: choosing by it would tune on the test set.)
     """
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size")
+    positive_int(epochs, "epochs")
+    positive_int(batch_size, "batch_size")
     lr = check_learning_rate(lr)
     encoder_lr = lr if encoder_lr is None else check_learning_rate(encoder_lr, "encoder learning rate")
     if len(images) != len(labels):
@@ -190,11 +204,15 @@ def finetune(
     groups = [{"params": list(classifier.head.parameters()), "lr": lr}]
     if not classifier.encoder_frozen:
         groups.append({"params": list(classifier.encoder.parameters()), "lr": encoder_lr})
-    optimizer = _adam(groups, lr, device)
+    optimizer = adam(groups, lr, device)
     generator = torch.Generator().manual_seed(seed)
     history: History = {"epoch": [], "train_loss": [], "train_acc": [], "seconds": []}
-    if test is not None:
-        history.update(test_loss=[], test_acc=[])
+    if val is not None:
+        if len(val[0]) != len(val[1]) or len(val[0]) == 0:
+            raise ValueError(
+                f"val must be (images, labels) of the same, non-zero length; got {len(val[0])} and {len(val[1])}."
+            )
+        history.update(val_loss=[], val_acc=[])
     with _progress(epochs, "finetune", progress) as bar:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
@@ -218,10 +236,10 @@ def finetune(
             history["train_loss"].append(mean_loss)
             history["train_acc"].append(float(correct) / len(x))
             history["seconds"].append(time.perf_counter() - start)
-            if test is not None:
-                scores = evaluate(classifier, test[0], test[1], device=device)
-                history["test_loss"].append(scores["loss"])
-                history["test_acc"].append(scores["accuracy"])
+            if val is not None:
+                scores = evaluate(classifier, val[0], val[1], device=device)
+                history["val_loss"].append(scores["loss"])
+                history["val_acc"].append(scores["accuracy"])
                 classifier.train()
             bar.set_postfix(loss=f"{mean_loss:.4f}")
             bar.update()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers_idx import link_fashion
 
 from ptft_helpers import data
 from ptft_helpers.settings import REPO_ROOT
+
+from helpers_idx import link_fashion
 
 
 @pytest.fixture

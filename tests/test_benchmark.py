@@ -96,12 +96,26 @@ def test_naive_and_helper_loops_do_the_same_steps(bench, fashion):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_throughput_code_path_runs_on_the_cpu(bench, fashion, precision):
     # The GPU section's step, run on the CPU in eager mode so that its code is exercised here too.
-    row = bench.bench_throughput(fashion["train"].images[:256], torch.device("cpu"), batch_size=32,
-                                 precision=precision, mode="eager", steps=2, repeats=1)
+    row = bench.bench_throughput(
+        fashion["train"].images[:256],
+        torch.device("cpu"),
+        batch_size=32,
+        precision=precision,
+        mode="eager",
+        steps=2,
+        repeats=1,
+    )
     assert row["images_per_second"] > 0 and math.isfinite(row["loss"])
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
-        bench.bench_throughput(fashion["train"].images[:256], torch.device("cpu"), batch_size=32,
-                               precision=precision, mode="cuda-graph", steps=2, repeats=1)
+        bench.bench_throughput(
+            fashion["train"].images[:256],
+            torch.device("cpu"),
+            batch_size=32,
+            precision=precision,
+            mode="cuda-graph",
+            steps=2,
+            repeats=1,
+        )
 
 
 def test_report_prints_a_gpu_section(bench, capsys):
@@ -123,9 +137,23 @@ def test_script_runs_end_to_end_and_writes_json(fashion_root, tmp_path):
     out = tmp_path / "results.json"
     env = {**os.environ, "PTFT_DATA": str(fashion_root), "PTFT_PROGRESS": "0"}
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--repeats", "1", "--images", "512", "--no-gpu", "--markdown",
-         "--json", str(out)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--repeats",
+            "1",
+            "--images",
+            "512",
+            "--no-gpu",
+            "--markdown",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     if not torch.cuda.is_available():
@@ -165,22 +193,69 @@ def test_options(bench, capsys):
 
 
 FAKE_RESULTS = {
-    "machine": {"cpu": "Fake CPU", "cpus_usable": 2, "cpu_capability": "AVX2", "blas": "MKL", "torch": "2.x",
-                "torch_threads": 2, "python": "3.11", "cuda": {"name": "Fake GPU", "memory_gib": 80.0, "cuda_version": "12"}},
-    "matmul": {"square": [{"n": 1024, "gflops": 100.0}], "peak_gflops": 100.0,
-               "model_gemms": [{"batch_size": 512, "gemms": [{"gemm": "fwd", "ms": 1.0, "gflops": 80.0}],
-                                "step_ms": 1.0, "gflops": 80.0}]},
-    "naive_vs_helper": {"batch_size": 128, "images": 60000, "steps": 469, "naive_seconds": [8.0], "helper_seconds": [2.0], "helper_epoch_seconds": [1.9],
-                        "naive_median": 8.0, "helper_median": 2.0, "speedup": 4.0, "naive_loss": 0.03, "helper_loss": 0.03},
-    "limit": [{"batch_size": 512, "epoch_flops": 126_320_640_000, "epoch_median": 2.0, "gflops": 63.2,
-               "fraction_of_peak": 0.632, "fraction_of_model_gemms": 0.79}],
+    "machine": {
+        "cpu": "Fake CPU",
+        "cpus_usable": 2,
+        "cpu_capability": "AVX2",
+        "blas": "MKL",
+        "torch": "2.x",
+        "torch_threads": 2,
+        "python": "3.11",
+        "cuda": {"name": "Fake GPU", "memory_gib": 80.0, "cuda_version": "12"},
+    },
+    "matmul": {
+        "square": [{"n": 1024, "gflops": 100.0}],
+        "peak_gflops": 100.0,
+        "model_gemms": [
+            {"batch_size": 512, "gemms": [{"gemm": "fwd", "ms": 1.0, "gflops": 80.0}], "step_ms": 1.0, "gflops": 80.0}
+        ],
+    },
+    "naive_vs_helper": {
+        "batch_size": 128,
+        "images": 60000,
+        "steps": 469,
+        "naive_seconds": [8.0],
+        "helper_seconds": [2.0],
+        "helper_epoch_seconds": [1.9],
+        "naive_median": 8.0,
+        "helper_median": 2.0,
+        "speedup": 4.0,
+        "naive_loss": 0.03,
+        "helper_loss": 0.03,
+    },
+    "limit": [
+        {
+            "batch_size": 512,
+            "epoch_flops": 126_320_640_000,
+            "epoch_median": 2.0,
+            "gflops": 63.2,
+            "fraction_of_peak": 0.632,
+            "fraction_of_model_gemms": 0.79,
+        }
+    ],
     "profile": None,
-    "gpu": {"device": "Fake GPU", "throughput": [
-        {"batch_size": 256, "precision": "fp32", "mode": "eager", "images_per_second": 1e6, "ms_per_step": 0.256,
-         "setup_seconds": 0.1},
-        {"batch_size": 256, "precision": "bf16", "mode": "compile", "error": "RuntimeError: no compiler"},
-    ], "pretrain_run": {"epochs": 20, "batch_size": 128, "images": 60000, "seconds": 10.0, "epoch_seconds_median": 0.5,
-                        "final_loss": 0.01}},
+    "gpu": {
+        "device": "Fake GPU",
+        "throughput": [
+            {
+                "batch_size": 256,
+                "precision": "fp32",
+                "mode": "eager",
+                "images_per_second": 1e6,
+                "ms_per_step": 0.256,
+                "setup_seconds": 0.1,
+            },
+            {"batch_size": 256, "precision": "bf16", "mode": "compile", "error": "RuntimeError: no compiler"},
+        ],
+        "pretrain_run": {
+            "epochs": 20,
+            "batch_size": 128,
+            "images": 60000,
+            "seconds": 10.0,
+            "epoch_seconds_median": 0.5,
+            "final_loss": 0.01,
+        },
+    },
     "targets": {"speedup_at_least_3x": True, "batch512_at_least_60pct_of_peak": True},
     "benchmark_seconds": 1.0,
 }

@@ -1,7 +1,8 @@
-"""Saving and loading checkpoints: round trips, damaged files, atomic writes, load_or_pretrain."""
+"""The checkpoint file format: round trips, damaged files, atomic writes."""
 
 import fractions
 import os
+import pickle
 import platform
 
 import pytest
@@ -11,14 +12,7 @@ from torch import nn
 
 import ptft_helpers
 from ptft_helpers import checkpoints
-from ptft_helpers.checkpoints import (
-    default_checkpoint_path,
-    load_autoencoder,
-    load_checkpoint,
-    load_or_pretrain,
-    load_weights,
-    save_checkpoint,
-)
+from ptft_helpers.checkpoints import load_autoencoder, load_checkpoint, load_weights, save_checkpoint
 from ptft_helpers.models import build_autoencoder
 
 
@@ -52,8 +46,12 @@ def test_round_trip(tmp_path, arch, kwargs):
     assert same_weights(loaded, model)
     assert not same_weights(loaded, build_autoencoder(arch, **kwargs))
     assert meta["dataset"] == "fashion-mnist" and meta["epochs"] == 3 and meta["note"] == "hi"
-    assert meta["versions"] == {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                                "ptft_helpers": ptft_helpers.__version__, "python": platform.python_version()}
+    assert meta["versions"] == {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "ptft_helpers": ptft_helpers.__version__,
+        "python": platform.python_version(),
+    }
     payload = load_checkpoint(path)
     assert payload["format"] == checkpoints.FORMAT and payload["config"] == model.config
 
@@ -123,7 +121,9 @@ def test_truncated_file(tmp_path):
 def test_file_that_weights_only_refuses(tmp_path):
     # A pickled object of a class torch.load(weights_only=True) does not allow: never unpickled.
     path = tmp_path / "pickle.pt"
-    torch.save({"format": checkpoints.FORMAT, "config": {}, "state_dict": {}, "metadata": fractions.Fraction(1, 3)}, path)
+    torch.save(
+        {"format": checkpoints.FORMAT, "config": {}, "state_dict": {}, "metadata": fractions.Fraction(1, 3)}, path
+    )
     with pytest.raises(ValueError, match="not a ptft checkpoint"):
         load_checkpoint(path)
 
@@ -138,7 +138,7 @@ def test_other_torch_file_is_not_a_checkpoint(tmp_path):
 def test_failed_save_leaves_the_old_checkpoint_untouched(tmp_path):
     path = save_checkpoint(trained_looking(seed=1), tmp_path / "ae.pt", note="old")
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the lambda
         save_checkpoint(trained_looking(seed=2), path, note=lambda: "cannot be pickled")
     assert path.read_bytes() == before
     assert leftovers(tmp_path, keep="ae.pt") == []
@@ -147,56 +147,6 @@ def test_failed_save_leaves_the_old_checkpoint_untouched(tmp_path):
 
 
 def test_failed_first_save_leaves_nothing(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the lambda
         save_checkpoint(trained_looking(), tmp_path / "ae.pt", note=lambda: None)
     assert list(tmp_path.iterdir()) == []
-
-
-# --- load_or_pretrain --------------------------------------------------------------------------
-
-TINY = {"epochs": 1, "train_size": 500}
-
-
-def test_load_or_pretrain_trains_saves_then_loads(data_env):
-    model, meta = load_or_pretrain(progress=False, **TINY)
-    path = data_env / "checkpoints" / "fashion-mnist-mlp-256-32-plain-e1-n500-s0.pt"
-    assert path.is_file()
-    assert [p.name for p in (data_env / "checkpoints").iterdir()] == [path.name]
-    assert meta["dataset"] == "fashion-mnist" and meta["epochs"] == 1 and meta["train_size"] == 500
-    assert meta["history"]["epoch"] == [1] and meta["final_test_loss"] == meta["history"]["test_loss"][-1]
-    assert 0 < meta["final_train_loss"] < 0.2
-    assert "step_loss" not in meta["history"]
-    stamp = path.stat().st_mtime_ns
-
-    again, meta_again = load_or_pretrain(progress=False, **TINY)
-    assert path.stat().st_mtime_ns == stamp  # loaded, not trained and saved again
-    assert same_weights(again, model) and meta_again["final_test_loss"] == meta["final_test_loss"]
-    assert meta_again["history"] == meta["history"]
-
-
-def test_load_or_pretrain_retrains_when_the_settings_differ(data_env):
-    path = data_env / "ae.pt"
-    model, _ = load_or_pretrain(path=path, progress=False, **TINY)
-    other, meta = load_or_pretrain(path=path, seed=1, progress=False, **TINY)  # same file, another seed
-    assert meta["seed"] == 1 and load_checkpoint(path)["metadata"]["seed"] == 1
-    assert not same_weights(model, other)
-
-
-def test_fast_mode_keeps_checkpoints_apart(data_env, monkeypatch):
-    args = ("fashion-mnist", "mlp", 256, 32, "plain", 1, 500, 0)
-    assert default_checkpoint_path(*args).parent == data_env / "checkpoints"
-    monkeypatch.setenv("PTFT_FAST", "1")
-    assert default_checkpoint_path(*args).parent == data_env / "checkpoints" / "fast"
-    assert checkpoints.pretrain_settings()["epochs"] < 20
-    monkeypatch.setenv("PTFT_FAST", "0")
-    assert default_checkpoint_path(*args).parent == data_env / "checkpoints"
-
-
-def test_load_or_pretrain_rejects_bad_settings(data_env):
-    with pytest.raises(ValueError, match="Unknown pretraining setting.*'epoch'"):
-        load_or_pretrain(epoch=1)
-    with pytest.raises(ValueError, match="train_size must be between 1 and 60000"):
-        load_or_pretrain(epochs=1, train_size=60001, progress=False)
-    with pytest.raises(ValueError, match="latent_dim"):
-        load_or_pretrain(latent_dim=0, **TINY)
-    assert not (data_env / "checkpoints").exists()

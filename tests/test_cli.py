@@ -34,8 +34,9 @@ def assert_one_line_error(code, out, err, *expected):
 
 def test_python_m_ptft_helpers_bad_argument():
     # The real entry point (``__main__``): exit code and stderr as a shell sees them.
-    result = subprocess.run([sys.executable, "-m", "ptft_helpers", "pretrain", "--lr", "nan"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "ptft_helpers", "pretrain", "--lr", "nan"], capture_output=True, text=True, timeout=120
+    )
     assert_one_line_error(result.returncode, result.stdout, result.stderr, "--lr", "'nan'", "positive, finite")
 
 
@@ -57,24 +58,42 @@ def test_help_says_the_defaults_of_hidden_dim(capsys):
     assert "mlp, default 256" in run(capsys, "pretrain", "--help")[1]
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["pretrain", "--latent-dim", "0"], ["--latent-dim", "at least 1, got 0"]),
-    (["pretrain", "--latent-dim", "785", *TINY], ["pretrain: error: latent_dim=785 is larger than the input (784"]),
-    (["pretrain", "--latent-dim", "many"], ["--latent-dim", "whole number, got 'many'"]),
-    (["pretrain", "--lr", "0"], ["--lr", "positive, finite number such as 1e-3, got '0'"]),
-    (["pretrain", "--lr=-1e-3"], ["--lr", "got '-1e-3'"]),
-    (["pretrain", "--lr", "nan"], ["--lr", "got 'nan'"]),
-    (["pretrain", "--lr", "inf"], ["--lr", "got 'inf'"]),
-    (["finetune", "x.pt", "--lr", "0"], ["--lr", "got '0'"]),
-    (["pretrain", "--epochs", "0"], ["--epochs", "at least 1"]),
-    (["pretrain", "--dataset", "cifar10"], ["unknown dataset 'cifar10'", "fashion-mnist, mnist"]),
-    (["data", "--dataset", "cifar10"], ["unknown dataset 'cifar10'"]),
-    (["pretrain", "--arch", "resnet"], ["--arch", "'resnet'"]),
-    (["pretrain", "--bogus"], ["unrecognized arguments: --bogus"]),
-    ([], ["required: command"]),
-    (["evaluate", "{tmp}/missing.pt"], ["evaluate: error: No checkpoint at {tmp}/missing.pt"]),
-    (["finetune", "{tmp}/missing.pt"], ["finetune: error: No checkpoint at {tmp}/missing.pt"]),
-])
+def test_every_option_has_help_with_its_default():
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    for name, sub in commands.choices.items():
+        helped = {a.dest: sub.formatter_class("x")._get_help_string(a) for a in sub._actions if a.dest != "help"}
+        for dest, text in helped.items():
+            assert text, f"{name} {dest} has no help text"
+            action = next(a for a in sub._actions if a.dest == dest)
+            if action.option_strings:  # options: the default is shown
+                assert "default" in text, f"{name} --{dest}: {text!r} does not say its default"
+    pretrain_help = commands.choices["pretrain"].format_help()
+    assert "(default: 32)" in pretrain_help and "(default: plain)" in pretrain_help
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["pretrain", "--latent-dim", "0"], ["--latent-dim", "whole number >= 1, got '0'"]),
+        (["pretrain", "--latent-dim", "785", *TINY], ["pretrain: error: latent_dim=785 is larger than the input (784"]),
+        (["pretrain", "--latent-dim", "many"], ["--latent-dim", "whole number >= 1, got 'many'"]),
+        (["pretrain", "--latent-dim", "2.5"], ["--latent-dim", "whole number >= 1, got '2.5'"]),
+        (["pretrain", "--lr", "0"], ["--lr", "positive, finite number such as 1e-3, got '0'"]),
+        (["pretrain", "--lr=-1e-3"], ["--lr", "got '-1e-3'"]),
+        (["pretrain", "--lr", "nan"], ["--lr", "got 'nan'"]),
+        (["pretrain", "--lr", "inf"], ["--lr", "got 'inf'"]),
+        (["finetune", "x.pt", "--lr", "0"], ["--lr", "got '0'"]),
+        (["pretrain", "--epochs", "0"], ["--epochs", "whole number >= 1, got '0'"]),
+        (["pretrain", "--dataset", "cifar10"], ["unknown dataset 'cifar10'", "fashion-mnist, mnist"]),
+        (["data", "--dataset", "cifar10"], ["unknown dataset 'cifar10'"]),
+        (["pretrain", "--arch", "resnet"], ["--arch", "'resnet'"]),
+        (["pretrain", "--bogus"], ["unrecognized arguments: --bogus"]),
+        ([], ["required: command"]),
+        (["evaluate", "{tmp}/missing.pt"], ["evaluate: error: No checkpoint at {tmp}/missing.pt"]),
+        (["finetune", "{tmp}/missing.pt"], ["finetune: error: No checkpoint at {tmp}/missing.pt"]),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(capsys, data_env, tmp_path, args, expected):
     args = [a.format(tmp=tmp_path) for a in args]
     code, out, err = run(capsys, *args)
@@ -105,7 +124,9 @@ def test_pretrain_evaluate_finetune(capsys, data_env, tmp_path):
     ckpt = tmp_path / "x.pt"
     code, out, err = run(capsys, "pretrain", *TINY, "--out", ckpt)
     assert code == 0, err
-    pretrained = json.loads(out)
+    assert out.splitlines()[0] == f"Saved the checkpoint: {ckpt}"  # tmp_path is not below the current folder
+    pretrained = json.loads(out.splitlines()[1])
+    assert pretrained["checkpoint"] == str(ckpt)
     assert pretrained["dataset"] == "fashion-mnist" and pretrained["epochs"] == 1 and pretrained["pretext"] == "plain"
     assert 0 < pretrained["final_test_loss"] < 0.2
     assert ckpt.is_file()
@@ -134,12 +155,24 @@ def test_pretrain_evaluate_finetune(capsys, data_env, tmp_path):
     # The same settings again: the checkpoint is loaded, not trained and written again.
     code, out, err = run(capsys, "pretrain", *TINY, "--out", ckpt)
     assert code == 0, err
-    assert json.loads(out) == pretrained and ckpt.stat().st_mtime_ns == stamp
+    assert out.splitlines()[0] == f"Found the checkpoint: {ckpt}"
+    assert json.loads(out.splitlines()[1]) == pretrained and ckpt.stat().st_mtime_ns == stamp
 
 
-def test_pretrain_default_path_is_in_the_data_folder(capsys, data_env):
+def test_pretrain_default_path_is_in_the_data_folder(capsys, data_env, monkeypatch):
+    monkeypatch.delenv("PTFT_CHECKPOINTS", raising=False)
+    monkeypatch.chdir(data_env)  # paths are printed relative to the current folder, and used as printed
     code, out, err = run(capsys, "pretrain", *TINY, "--latent-dim", "8", "--pretext", "masked")
     assert code == 0, err
-    assert [p.name for p in (data_env / "checkpoints").iterdir()] == ["fashion-mnist-mlp-256-8-masked-e1-n500-s0.pt"]
-    assert json.loads(out)["pretext"] == "masked"
-
+    name = "fashion-mnist-mlp-256-8-masked-e1-n500-s0.pt"
+    assert [p.name for p in (data_env / "checkpoints").iterdir() if not p.name.startswith(".")] == [name]
+    printed = out.splitlines()[0]
+    assert printed == f"Saved the checkpoint: checkpoints/{name}"
+    assert json.loads(out.splitlines()[1])["pretext"] == "masked"
+    path = printed.split(": ", 1)[1]
+    code, out, err = run(capsys, "evaluate", path)
+    assert code == 0, err
+    assert json.loads(out)["mse"] > 0
+    code, out, err = run(capsys, "finetune", path, "--labels", "20", "--epochs", "1")
+    assert code == 0, err
+    assert json.loads(out)["labels"] == 20

@@ -5,8 +5,9 @@ import gzip
 import pytest
 import torch
 
-from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, write_idx_dataset
 from ptft_helpers import data
+
+from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, write_idx_dataset
 
 NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 
@@ -24,8 +25,9 @@ def _assert_loaded(loaded, images, labels):
 
 def test_files_already_in_the_data_folder_are_used(tmp_path):
     written = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", seed=3)
-    source = data.prepare("fashion-mnist", root=tmp_path, system_dir=tmp_path / "nothing-here",
-                          allow_download=False, allow_apt=False)
+    source = data.prepare(
+        "fashion-mnist", root=tmp_path, system_dir=tmp_path / "nothing-here", allow_download=False, allow_apt=False
+    )
     assert source == f"data folder {tmp_path / 'FashionMNIST' / 'raw'}"
     for split in ("train", "test"):
         _assert_loaded(data.load("fashion-mnist", split, root=tmp_path), *written[split])
@@ -54,8 +56,9 @@ def test_system_copy_is_decompressed_into_the_data_folder(tmp_path):
     for split in ("train", "test"):
         _assert_loaded(data.load("fashion-mnist", split, root=root), *written[split])
     # Once copied, the data folder is the source: the system copy is not needed any more.
-    assert data.prepare("fashion-mnist", root=root, system_dir=tmp_path / "gone",
-                        allow_download=False, allow_apt=False).startswith("data folder")
+    assert data.prepare(
+        "fashion-mnist", root=root, system_dir=tmp_path / "gone", allow_download=False, allow_apt=False
+    ).startswith("data folder")
 
 
 def test_incomplete_system_copy_is_not_used(tmp_path):
@@ -111,8 +114,15 @@ def test_unknown_dataset_names_the_choices(name, tmp_path):
         data.prepare(name, root=tmp_path, allow_download=False, allow_apt=False)
 
 
-@pytest.mark.parametrize("alias,name", [("Fashion-MNIST", "fashion-mnist"), ("fashion_mnist", "fashion-mnist"),
-                                        ("FashionMNIST", "fashion-mnist"), (" MNIST", "mnist")])
+@pytest.mark.parametrize(
+    "alias,name",
+    [
+        ("Fashion-MNIST", "fashion-mnist"),
+        ("fashion_mnist", "fashion-mnist"),
+        ("FashionMNIST", "fashion-mnist"),
+        (" MNIST", "mnist"),
+    ],
+)
 def test_dataset_aliases(alias, name):
     assert data.dataset_info(alias).name == name
 

@@ -14,7 +14,16 @@ from ptft_helpers.envcheck import check_data, check_device, check_environment, c
 def test_this_environment_passes_and_names_every_check(capsys):
     results = check_environment()
     names = [name for name, _, _ in results]
-    assert names == ["Python", "torch", "torchvision", "matplotlib", "ipywidgets", "tqdm", "device", "data (fashion-mnist)"]
+    assert names == [
+        "Python",
+        "torch",
+        "torchvision",
+        "matplotlib",
+        "ipywidgets",
+        "tqdm",
+        "device",
+        "data (fashion-mnist)",
+    ]
     assert all(ok for _, ok, _ in results), results
     assert print_report(results) is True
     out = capsys.readouterr().out.splitlines()
@@ -53,11 +62,14 @@ def test_data_found_in_a_system_copy_is_ok(tmp_path):
         pytest.skip("no system copy of Fashion-MNIST on this machine")
     for f in IDX_FILES:
         (system / f"{f}.gz").symlink_to(real / f"{f}.gz")
-    name, ok, detail = check_data("fashion-mnist", tmp_path / "data", system_dir=system, allow_download=False, allow_apt=False)
+    name, ok, detail = check_data(
+        "fashion-mnist", tmp_path / "data", system_dir=system, allow_download=False, allow_apt=False
+    )
     assert ok and detail == f"ready, from the system copy {system}"
     # A second call finds the files in the data folder itself.
     assert check_data("fashion-mnist", tmp_path / "data", allow_download=False, allow_apt=False)[2].startswith(
-        "ready, from the data folder")
+        "ready, from the data folder"
+    )
 
 
 def test_unknown_dataset_fails_with_the_choices():
@@ -105,7 +117,13 @@ def test_device_default_is_ok_and_says_which(monkeypatch):
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("2.14.1+cu130", (2, 14, 1)), ("8.1.9", (8, 1, 9)), ("0.29.1", (0, 29, 1)), ("3.11.0rc1", (3, 11, 0)), ("4.70", (4, 70))],
+    [
+        ("2.14.1+cu130", (2, 14, 1)),
+        ("8.1.9", (8, 1, 9)),
+        ("0.29.1", (0, 29, 1)),
+        ("3.11.0rc1", (3, 11, 0)),
+        ("4.70", (4, 70)),
+    ],
 )
 def test_version_tuple(text, expected):
     assert envcheck._version_tuple(text) == expected

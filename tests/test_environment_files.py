@@ -61,8 +61,10 @@ def compare(pyproject_text: str, environment_text: str) -> list[str]:
         problems.append(f"in environment.yml but missing from pyproject.toml: {', '.join(missing)}")
     for name in sorted(set(pip) & set(conda)):
         if pip[name] != conda[name]:
-            problems.append(f"{name}: {pip[name] or 'any version'} in pyproject.toml, "
-                            f"{conda[name] or 'any version'} in environment.yml")
+            problems.append(
+                f"{name}: {pip[name] or 'any version'} in pyproject.toml, "
+                f"{conda[name] or 'any version'} in environment.yml"
+            )
     return problems
 
 
@@ -108,11 +110,14 @@ def test_a_package_missing_on_one_side_is_named():
     assert compare(PYPROJECT, extra) == ["in environment.yml but missing from pyproject.toml: nbval"]
 
 
-@pytest.mark.parametrize("line,problem", [
-    ("  - pytorch>=2.3\n", None),
-    ("  - pytorch>=2.4\n", "torch: >=2.3 in pyproject.toml, >=2.4 in environment.yml"),
-    ("  - pytorch\n", "torch: >=2.3 in pyproject.toml, any version in environment.yml"),
-])
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("  - pytorch>=2.3\n", None),
+        ("  - pytorch>=2.4\n", "torch: >=2.3 in pyproject.toml, >=2.4 in environment.yml"),
+        ("  - pytorch\n", "torch: >=2.3 in pyproject.toml, any version in environment.yml"),
+    ],
+)
 def test_a_version_that_differs_is_named(line, problem):
     text = ENVIRONMENT.replace("  - pytorch>=2.3\n", line) + "      - tqdm>=4.60\n"
     assert compare(PYPROJECT, text) == ([problem] if problem else [])

@@ -155,7 +155,9 @@ def test_autoencoder_from_config_round_trip(arch, latent, hidden):
     rebuilt = autoencoder_from_config(original.config)
     assert type(rebuilt.encoder) is type(original.encoder)
     assert rebuilt.config == original.config
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in original.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in original.state_dict().items()
+    }
     rebuilt.load_state_dict(original.state_dict())
     x = torch.rand(3, 784)
     assert torch.equal(rebuilt(x), original(x))
@@ -170,4 +172,8 @@ def test_autoencoder_from_config_missing_key():
 
 def test_config_is_what_was_built():
     assert build_autoencoder("conv", latent_dim=5, hidden_dim=4).config == {
-        "arch": "conv", "input_dim": models.INPUT_DIM, "hidden_dim": 4, "latent_dim": 5}
+        "arch": "conv",
+        "input_dim": models.INPUT_DIM,
+        "hidden_dim": 4,
+        "latent_dim": 5,
+    }

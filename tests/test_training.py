@@ -62,8 +62,16 @@ def test_evaluate_mse_is_per_pixel(heldout):
 @pytest.mark.parametrize("pretext", training.PRETEXTS)
 def test_seeded_runs_repeat_exactly(train_images, pretext):
     def run(seed):
-        return pretrain(fresh_autoencoder(), train_images[:256], epochs=1, batch_size=64, pretext=pretext,
-                        seed=seed, device="cpu", progress=False)["step_loss"]
+        return pretrain(
+            fresh_autoencoder(),
+            train_images[:256],
+            epochs=1,
+            batch_size=64,
+            pretext=pretext,
+            seed=seed,
+            device="cpu",
+            progress=False,
+        )["step_loss"]
 
     first = run(seed=0)
     assert len(first) == 4 and all(math.isfinite(v) for v in first)
@@ -131,13 +139,16 @@ def test_finetune_rejects_bad_learning_rates(lr, train_images, fashion):
         finetune(fresh_classifier(), train_images[:64], labels, encoder_lr=lr, progress=False)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"epochs": 0}, "epochs must be a whole number >= 1"),
-    ({"epochs": 1.5}, "epochs must be a whole number >= 1"),
-    ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
-    ({"batch_size": True}, "batch_size must be a whole number >= 1"),
-    ({"pretext": "rotation"}, "Unknown pretext 'rotation'. Choose one of: plain, denoising, masked"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"epochs": 0}, "epochs must be a whole number >= 1"),
+        ({"epochs": 1.5}, "epochs must be a whole number >= 1"),
+        ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
+        ({"batch_size": True}, "batch_size must be a whole number >= 1"),
+        ({"pretext": "rotation"}, "Unknown pretext 'rotation'. Choose one of: plain, denoising, masked"),
+    ],
+)
 def test_pretrain_rejects_bad_settings(kwargs, match, train_images):
     with pytest.raises(ValueError, match=match):
         pretrain(fresh_autoencoder(), train_images[:64], progress=False, **kwargs)
@@ -148,10 +159,13 @@ def test_pretrain_rejects_no_images(train_images):
         pretrain(fresh_autoencoder(), train_images[:0], progress=False)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"epochs": 0}, "epochs must be"),
-    ({"batch_size": 0}, "batch_size must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"epochs": 0}, "epochs must be"),
+        ({"batch_size": 0}, "batch_size must be"),
+    ],
+)
 def test_finetune_rejects_bad_settings(kwargs, match, train_images, fashion):
     with pytest.raises(ValueError, match=match):
         finetune(fresh_classifier(), train_images[:64], fashion["train"].labels[:64], progress=False, **kwargs)
@@ -172,19 +186,32 @@ def test_evaluate_classifier_needs_labels(heldout):
 # --- finetune ----------------------------------------------------------------------------------
 
 
-def test_finetune_on_100_labels_beats_chance(fashion, heldout):
+def test_finetune_on_100_labels_beats_chance(fashion):
     train = fashion["train"]
     idx = balanced_subset(train.labels, 100, seed=0)
+    # Validation images come from the training split too, outside the 100 labelled ones.
+    rest = torch.ones(len(train), dtype=torch.bool)
+    rest[idx] = False
+    val_idx = torch.nonzero(rest).flatten()[:1000]
+    val = (train.images[val_idx], train.labels[val_idx])
     clf = fresh_classifier()
-    history = finetune(clf, train.images[idx], train.labels[idx], epochs=10, batch_size=25,
-                       test=heldout, progress=False)
+    history = finetune(clf, train.images[idx], train.labels[idx], epochs=10, batch_size=25, val=val, progress=False)
     assert history["epoch"] == list(range(1, 11))
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert history["train_acc"][-1] > 0.6
-    scores = evaluate(clf, *heldout)
+    scores = evaluate(clf, *val)
     assert scores["accuracy"] > 0.45  # chance is 0.10
-    assert history["test_acc"][-1] == pytest.approx(scores["accuracy"])
-    assert history["test_loss"][-1] == pytest.approx(scores["loss"], rel=1e-5)
+    assert history["val_acc"][-1] == pytest.approx(scores["accuracy"])
+    assert history["val_loss"][-1] == pytest.approx(scores["loss"], rel=1e-5)
+    assert len(history["val_acc"]) == 10 and not any(k.startswith("test") for k in history)
+
+
+def test_finetune_has_no_test_argument_and_checks_val(fashion):
+    train = fashion["train"]
+    with pytest.raises(TypeError):
+        finetune(fresh_classifier(), train.images[:20], train.labels[:20], test=(train.images[:5], train.labels[:5]))
+    with pytest.raises(ValueError, match="val must be"):
+        finetune(fresh_classifier(), train.images[:20], train.labels[:20], val=(train.images[:5], train.labels[:4]))
 
 
 def test_frozen_encoder_does_not_change(train_images, fashion):
@@ -200,8 +227,7 @@ def test_frozen_encoder_does_not_change(train_images, fashion):
 def _encoder_change(encoder_lr, images, labels):
     clf = fresh_classifier()
     before = copy.deepcopy(clf.encoder.state_dict())
-    finetune(clf, images, labels, epochs=2, lr=1e-3, encoder_lr=encoder_lr, batch_size=50, device="cpu",
-             progress=False)
+    finetune(clf, images, labels, epochs=2, lr=1e-3, encoder_lr=encoder_lr, batch_size=50, device="cpu", progress=False)
     return sum(float((v.cpu() - before[k]).abs().sum()) for k, v in clf.encoder.state_dict().items())
 
 

@@ -1,0 +1,191 @@
+"""The shared pretrained encoders: train one once, then load it everywhere (notebooks 03-05, the CLI).
+
+``load_or_pretrain`` returns ``Pretrained(model, metadata, path)``: the autoencoder, its checkpoint's
+metadata (with the training history) and the checkpoint file it loaded or saved.
+
+Where checkpoints are looked for, in order (``settings.checkpoint_dirs``; ``fast/`` subfolders in fast mode):
+
+1. ``$PTFT_CHECKPOINTS``, when set;
+2. ``checkpoints/`` in the data folder (``data/`` or ``$PTFT_DATA``), even when it is read-only, so a
+   teacher's shared, pretrained encoders are found by every student;
+3. the per-user cache ``$XDG_CACHE_HOME/ptft/checkpoints`` (default ``~/.cache/ptft/checkpoints``).
+
+A checkpoint that is not found is trained and saved in the first writable place: ``$PTFT_CHECKPOINTS``
+when set, else the data folder's ``checkpoints/`` when it can be written, else the per-user cache.
+
+Two processes that need the same missing checkpoint (two students, two notebooks) do not both write
+it half-way: training happens under a file lock (``.<name>.lock`` beside the checkpoint); the second
+process waits, then loads what the first one saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from .checkpoints import load_checkpoint, load_weights, save_checkpoint
+from .data import dataset_info, load
+from .models import Autoencoder, build_autoencoder
+from .seeding import seeded
+from .settings import checkpoint_dirs, is_writable, pick, user_cache_dir, writable_checkpoint_dir
+from .training import pretrain
+from .validation import whole_number
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; a race can then only cost a second training run
+    fcntl = None
+
+
+class Pretrained(NamedTuple):
+    """What ``load_or_pretrain`` returns: ``model, metadata, path = load_or_pretrain(...)``."""
+
+    model: Autoencoder
+    metadata: dict
+    path: Path
+
+
+def pretrain_settings() -> dict:
+    """The pretraining recipe the notebooks share (smaller in fast mode, same code path)."""
+    return {"epochs": pick(20, 2), "train_size": pick(60000, 6000), "lr": 1e-3, "batch_size": 128}
+
+
+def checkpoint_name(
+    dataset: str, arch: str, hidden_dim: int, latent_dim: int, pretext: str, epochs: int, train_size: int, seed: int
+) -> str:
+    """The file name that ``load_or_pretrain`` gives the checkpoint for these settings."""
+    name = dataset_info(dataset).name
+    return f"{name}-{arch}-{hidden_dim}-{latent_dim}-{pretext}-e{epochs}-n{train_size}-s{seed}.pt"
+
+
+def default_checkpoint_path(
+    dataset: str, arch: str, hidden_dim: int, latent_dim: int, pretext: str, epochs: int, train_size: int, seed: int
+) -> Path:
+    """Where the checkpoint for these settings is: the first existing one in the lookup order (module
+    docstring), else where ``load_or_pretrain`` would save it."""
+    name = checkpoint_name(dataset, arch, hidden_dim, latent_dim, pretext, epochs, train_size, seed)
+    for folder in checkpoint_dirs():
+        if (folder / name).is_file():
+            return folder / name
+    return writable_checkpoint_dir() / name
+
+
+def _lock_file(path: Path) -> Path:
+    """``.<name>.lock`` beside the checkpoint, or in the per-user cache when that folder cannot be written."""
+    if is_writable(path.parent):
+        return path.parent / f".{path.name}.lock"
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return user_cache_dir() / "locks" / f"{path.name}.{digest}.lock"
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock for the checkpoint ``path`` (waiting, with a note, while another process has it)."""
+    if fcntl is None:
+        yield
+        return
+    lock = _lock_file(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Waiting for another process that is training {path.name}...", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load_matching(path: Path, wanted: dict, config: dict) -> Pretrained | None:
+    """The checkpoint at ``path`` if it exists and was trained with ``wanted`` settings and ``config``; else None."""
+    if not path.is_file():
+        return None
+    payload = load_checkpoint(path)
+    meta = payload["metadata"]
+    if payload["config"] != config or any(meta.get(k) != v for k, v in wanted.items()):
+        return None
+    model = load_weights(
+        build_autoencoder(config["arch"], config["latent_dim"], config["hidden_dim"]), payload, str(path)
+    )
+    return Pretrained(model, meta, path)
+
+
+def load_or_pretrain(
+    dataset: str = "fashion-mnist",
+    *,
+    arch: str = "mlp",
+    latent_dim: int = 32,
+    hidden_dim: int | None = None,
+    pretext: str = "plain",
+    seed: int = 0,
+    path: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool | None = None,
+    retrain: bool = False,
+    **recipe,
+) -> Pretrained:
+    """Return a pretrained autoencoder: loaded if a matching checkpoint exists, else trained and saved.
+
+    ``path`` pins the checkpoint file; by default it is looked for, and saved, as the module docstring says.
+    ``retrain=True`` trains (and saves) even when a matching checkpoint exists.
+    ``recipe`` overrides ``pretrain_settings()`` (epochs, train_size, lr, batch_size).
+    Returns ``Pretrained(model, metadata, path)``; the metadata holds the training history, so plots
+    work whether it was loaded or trained. Safe with a read-only data folder and with several processes.
+    """
+    settings = {**pretrain_settings(), **recipe}
+    unknown = set(settings) - set(pretrain_settings())
+    if unknown:
+        raise ValueError(f"Unknown pretraining setting(s) {sorted(unknown)}; use {sorted(pretrain_settings())}.")
+    dataset = dataset_info(dataset).name
+    with seeded(seed):  # checks the sizes before anything is loaded; the caller's random state stays as it was
+        config = build_autoencoder(arch, latent_dim, hidden_dim).config
+    hidden_dim = config["hidden_dim"]  # the architecture's default when not given
+    wanted = {"dataset": dataset, "pretext": pretext, "seed": seed, **settings}
+    name = checkpoint_name(
+        dataset, arch, hidden_dim, latent_dim, pretext, settings["epochs"], settings["train_size"], seed
+    )
+    if path is not None:
+        candidates = [Path(path)]
+    else:
+        candidates = [folder / name for folder in checkpoint_dirs()]
+    if not retrain:
+        for candidate in candidates:
+            if found := _load_matching(candidate, wanted, config):
+                return found
+    target = candidates[0] if path is not None else writable_checkpoint_dir() / name
+    train, test = load(dataset, "train"), load(dataset, "test")
+    whole_number(settings["train_size"], "train_size", 1, len(train))
+    with _exclusive(target):
+        if not retrain and (found := _load_matching(target, wanted, config)):  # another process just saved it
+            return found
+        with seeded(seed):
+            model = build_autoencoder(arch, latent_dim, hidden_dim)
+        history = pretrain(
+            model,
+            train.images[: settings["train_size"]],
+            epochs=settings["epochs"],
+            lr=settings["lr"],
+            batch_size=settings["batch_size"],
+            pretext=pretext,
+            seed=seed,
+            device=device,
+            test_images=test.images,
+            progress=progress,
+        )
+        history.pop("step_loss")
+        metadata = {
+            **wanted,
+            "final_train_loss": history["train_loss"][-1],
+            "final_test_loss": history["test_loss"][-1],
+            "history": history,
+        }
+        save_checkpoint(model, target, **metadata)
+    return Pretrained(model.cpu(), load_checkpoint(target)["metadata"], target)  # read back: the file loads
