@@ -55,7 +55,7 @@ def absolute_paths(path: Path) -> list[str]:
             for pattern in (ABSOLUTE_PATH, WINDOWS_PATH):
                 match = pattern.search(text)
                 if match:
-                    found.append(f"cell {number}: ...{text[max(match.start() - 40, 0): match.end() + 40]!r}...")
+                    found.append(f"cell {number}: ...{text[max(match.start() - 40, 0) : match.end() + 40]!r}...")
     return found
 
 
@@ -86,8 +86,10 @@ def structure_problems(path: Path) -> list[str]:
         order = [starts[h][-1] for h in ENDING]
         if order != sorted(order):
             problems.append(f"the closing sections must come in the order {', '.join(ENDING)}")
-        if any(c["cell_type"] == "code" for c in cells[order[0]:]):
-            problems.append("no code cell may follow '## Summary': the notebook ends with Summary, Exercises, References")
+        if any(c["cell_type"] == "code" for c in cells[order[0] :]):
+            problems.append(
+                "no code cell may follow '## Summary': the notebook ends with Summary, Exercises, References"
+            )
         exercises = _source(cells[order[1]])
         count = len(re.findall(r"^\s*(?:\d+\.|[-*]) ", exercises, re.MULTILINE))
         if not 3 <= count <= 5:
@@ -104,8 +106,10 @@ def test_there_are_numbered_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_no_absolute_paths_in_outputs(path):
     found = absolute_paths(path)
-    assert not found, (f"{path.name}: stored outputs show absolute paths; print paths relative to the "
-                       f"repository root instead:\n" + "\n".join(found))
+    assert not found, (
+        f"{path.name}: stored outputs show absolute paths; print paths relative to the "
+        f"repository root instead:\n" + "\n".join(found)
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -115,6 +119,7 @@ def test_notebook_structure(path):
 
 
 # The checks themselves must be able to fail: run them on small notebooks written here.
+
 
 def _write(tmp_path: Path, cells: list[dict], name: str = "07_example.ipynb") -> Path:
     path = tmp_path / name
@@ -132,8 +137,11 @@ def _code(source: str, output: str = "") -> dict:
 
 
 GOOD = [
-    _md("# 07 Example\n\n**You will be able to:**\n- do one thing\n- do another\n\n"
-        "**Prerequisites:** notebook 00.\n\n**Run time:** full run 10 s on a 2-core CPU; fast mode (PTFT_FAST=1) 2 s.\n"),
+    _md(
+        "# 07 Example\n\n**You will be able to:**\n- do one thing\n- do another\n\n"
+        "**Prerequisites:** notebook 00.\n\n"
+        "**Run time:** full run 10 s on a 2-core CPU; fast mode (PTFT_FAST=1) 2 s.\n"
+    ),
     _code("print(path)", "checkpoints/model.pt (1.7 MB)\n"),
     _md("## Summary\n\n* one\n"),
     _md("## Exercises\n\n1. first\n2. second\n3. third\n"),
@@ -146,8 +154,16 @@ def test_checks_pass_a_good_notebook(tmp_path):
     assert structure_problems(path) == [] and absolute_paths(path) == []
 
 
-@pytest.mark.parametrize("shown", ["/work/main/data/checkpoints", "saved to /home/ann/ptft/data", "in /tmp/x/y.pt",
-                                   "'/root/.cache/ptft'", "C:\\Users\\ann\\ptft"])
+@pytest.mark.parametrize(
+    "shown",
+    [
+        "/work/main/data/checkpoints",
+        "saved to /home/ann/ptft/data",
+        "in /tmp/x/y.pt",
+        "'/root/.cache/ptft'",
+        "C:\\Users\\ann\\ptft",
+    ],
+)
 def test_an_absolute_path_in_an_output_is_found(tmp_path, shown):
     path = _write(tmp_path, [*GOOD[:1], _code("print(path)", f"checkpoint {shown}\n"), *GOOD[2:]])
     assert absolute_paths(path), shown
@@ -155,8 +171,10 @@ def test_an_absolute_path_in_an_output_is_found(tmp_path, shown):
 
 def test_an_absolute_path_in_an_error_or_data_output_is_found(tmp_path):
     cell = _code("1/0")
-    cell["outputs"] = [{"output_type": "error", "ename": "E", "evalue": "", "traceback": ["File /usr/lib/x.py"]},
-                       {"output_type": "execute_result", "data": {"text/plain": "PosixPath('/work/a')"}}]
+    cell["outputs"] = [
+        {"output_type": "error", "ename": "E", "evalue": "", "traceback": ["File /usr/lib/x.py"]},
+        {"output_type": "execute_result", "data": {"text/plain": "PosixPath('/work/a')"}},
+    ]
     found = absolute_paths(_write(tmp_path, [*GOOD[:1], cell, *GOOD[2:]]))
     assert len(found) == 2
 
