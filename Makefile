@@ -22,8 +22,10 @@ data: $(STAMP)
 lab: data
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) $(LAB_ARGS)
 
-## test: set up, then run the unit tests and every notebook under nbval, in fast mode
+## test: set up, lint (ruff check, ruff format --check), then the unit tests and every notebook under nbval, in fast mode
 test: data
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 	PTFT_FAST=1 $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
 
 ## notebooks: re-execute every notebook in full mode and store its outputs (about 30 min on 2 CPU cores)

@@ -25,7 +25,6 @@ they are cheap in FLOPs but not in time, which is what the profile shows.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -43,7 +42,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO_ROOT))
 
-from ptft_helpers import data, models, settings, training  # noqa: E402
+from ptft_helpers import data, devices, models, settings, training  # noqa: E402
+from ptft_helpers.seeding import seeded  # noqa: E402
 
 DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results.json"
 NO_CUDA = "no CUDA device: measuring the CPU only"
@@ -225,7 +225,7 @@ def naive_dataset(n_images: int | None):
 
 def naive_epoch(dataset, batch_size: int, seed: int) -> dict:
     """One epoch of the learner's loop (the seed's code), on the CPU. Times the loop only."""
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the learner's code seeds the global generator (the DataLoader shuffles with it)
     model = models.build_autoencoder()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
@@ -245,8 +245,8 @@ def naive_epoch(dataset, batch_size: int, seed: int) -> dict:
 def helper_epoch(images: torch.Tensor, batch_size: int, seed: int, device: str = "cpu") -> dict:
     """One epoch of ``ptft_helpers.pretrain``. ``seconds`` is the whole call (setup included),
     ``epoch_seconds`` the epoch itself as pretrain reports it."""
-    torch.manual_seed(seed)
-    model = models.build_autoencoder()
+    with seeded(seed):
+        model = models.build_autoencoder()
     start = time.perf_counter()
     history = training.pretrain(
         model, images, epochs=1, batch_size=batch_size, seed=seed, device=device, progress=False
@@ -365,30 +365,15 @@ def _train_step_fn(
     precision: str,
     cache_enabled: bool = True,
 ):
-    """The body of pretrain's hot loop, for one batch of indices."""
-    amp = (
-        torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
+    """``training.pretrain_step`` (the shipped step) on one batch of indices: bf16 is ``devices.autocast``
+    (bf16 on CUDA, a no-op on the CPU), fp32 no autocast; ``cache_enabled=False`` for CUDA graph capture."""
+    amp = devices.autocast(device, cache_enabled=cache_enabled) if precision == "bf16" else None
 
     def step(idx: torch.Tensor) -> torch.Tensor:
         target = x.index_select(0, idx)
-        with amp:
-            loss = F.mse_loss(model(target).float(), target)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+        return training.pretrain_step(model, optimizer, target, target, amp)
 
     return step
-
-
-def _fused_adam(model: nn.Module, capturable: bool = False) -> torch.optim.Optimizer:
-    """Adam as pretrain makes it (fused where PyTorch can); ``capturable`` for CUDA graphs."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=capturable)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True, capturable=capturable)
 
 
 def bench_throughput(
@@ -399,13 +384,13 @@ def bench_throughput(
     mode: 'eager'; 'compile' (``torch.compile(model)``, compile time reported apart);
     'cuda-graph' (forward, backward and a capturable fused Adam step captured once, replayed).
     """
-    torch.manual_seed(0)
     x = data.to_inputs(images, device)
-    model = models.build_autoencoder().to(device).train()
+    with seeded(0):
+        model = models.build_autoencoder().to(device).train()
     graph = mode == "cuda-graph"
     if graph and device.type != "cuda":
         raise ValueError("CUDA graphs need a CUDA device.")
-    optimizer = _fused_adam(model, capturable=graph)
+    optimizer = training.adam(model.parameters(), 1e-3, device, capturable=graph)
     net = model
     if mode == "compile":
         torch._dynamo.reset()  # a fresh compile per configuration (no recompile-limit fallbacks)
@@ -423,7 +408,6 @@ def bench_throughput(
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                optimizer.zero_grad(set_to_none=True)
                 step(static_idx)
         torch.cuda.current_stream().wait_stream(side)
         optimizer.zero_grad(set_to_none=True)
@@ -441,7 +425,6 @@ def bench_throughput(
         def run(n: int) -> torch.Tensor:
             loss = None
             for _ in range(n):
-                optimizer.zero_grad(set_to_none=True)
                 loss = step(indices())
             return loss
 
@@ -487,9 +470,9 @@ def bench_gpu(images: torch.Tensor, batch_sizes, precisions, modes, steps: int, 
                     )
                 print(_throughput_line(rows[-1]), flush=True)
     # the run a notebook does: pretrain, default batch size (128), bf16 autocast on CUDA
-    torch.manual_seed(0)
-    training.pretrain(models.build_autoencoder(), images[:4096], epochs=1, device=device, progress=False)  # warm-up
-    model = models.build_autoencoder()
+    with seeded(0):
+        warm, model = models.build_autoencoder(), models.build_autoencoder()
+    training.pretrain(warm, images[:4096], epochs=1, device=device, progress=False)  # warm-up
     start = _now(device)
     history = training.pretrain(model, images, epochs=epochs, device=device, progress=False)
     run_seconds = _now(device) - start
@@ -513,120 +496,17 @@ def _throughput_line(row: dict) -> str:
         return head + f"FAILED ({row['error'][:100]})"
     return (
         head
-        + f"{row['images_per_second']:>12,.0f} images/s  ({row['ms_per_step']:.3f} ms/step, setup {row['setup_seconds']:.1f} s)"
+        + f"{row['images_per_second']:>12,.0f} images/s  "
+        + f"({row['ms_per_step']:.3f} ms/step, setup {row['setup_seconds']:.1f} s)"
     )
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def print_table(title: str, headers: list[str], rows: list[list]) -> None:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  " + "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(headers, widths))))
-    print("  " + "  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
-
-
 def report(results: dict) -> None:
-    m = results["machine"]
-    print(
-        f"\nMachine: {m['cpu']}, {m['cpus_usable']} usable CPUs ({m['cpu_capability']}, {m['blas']}), "
-        f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}"
-    )
-    if m["cuda"]:
-        print(f"GPU: {m['cuda']['name']} ({m['cuda']['memory_gib']} GiB), CUDA {m['cuda']['cuda_version']}")
-    mm = results["matmul"]
-    print_table(
-        "fp32 matrix multiply (torch.mm, best of repeats)",
-        ["shape", "GFLOP/s"],
-        [[f"{r['n']}x{r['n']} @ {r['n']}x{r['n']}", f"{r['gflops']:.1f}"] for r in mm["square"]]
-        + [["peak (best of the above)", f"{mm['peak_gflops']:.1f}"]],
-    )
-    for g in mm["model_gemms"]:
-        print_table(
-            f"The model's GEMMs at batch {g['batch_size']}, each timed alone",
-            ["GEMM", "ms", "GFLOP/s"],
-            [[r["gemm"], f"{r['ms']:.3f}", f"{r['gflops']:.1f}"] for r in g["gemms"]]
-            + [["all of one step", f"{g['step_ms']:.3f}", f"{g['gflops']:.1f}"]],
-        )
-    nv = results["naive_vs_helper"]
-    print_table(
-        f"One epoch, batch {nv['batch_size']}, {nv['images']} images, {nv['steps']} steps "
-        f"(median of {len(nv['naive_seconds'])}, alternating)",
-        ["loop", "median s", "runs (s)", "mean loss"],
-        [
-            [
-                "naive: DataLoader + ToTensor",
-                f"{nv['naive_median']:.2f}",
-                _runs(nv["naive_seconds"]),
-                f"{nv['naive_loss']:.4f}",
-            ],
-            [
-                "ptft_helpers.pretrain",
-                f"{nv['helper_median']:.2f}",
-                _runs(nv["helper_seconds"]),
-                f"{nv['helper_loss']:.4f}",
-            ],
-        ],
-    )
-    print(
-        f"  speedup: {nv['speedup']:.1f}x (target >= 3x); a 20-epoch pretrain at batch 128 on this CPU takes about "
-        f"{20 * median(nv['helper_epoch_seconds']) * 60000 / nv['images']:.0f} s (20 x the median epoch, scaled to 60,000 images)"
-    )
-    print_table(
-        "Against the limit: epoch FLOPs / epoch time, vs the measured matmul rate",
-        ["batch", "GFLOP/epoch", "median s", "GFLOP/s", "% of peak", "% of model GEMMs"],
-        [
-            [
-                r["batch_size"],
-                f"{r['epoch_flops'] / 1e9:.1f}",
-                f"{r['epoch_median']:.2f}",
-                f"{r['gflops']:.1f}",
-                f"{100 * r['fraction_of_peak']:.0f}%",
-                f"{100 * r['fraction_of_model_gemms']:.0f}%",
-            ]
-            for r in results["limit"]
-        ],
-    )
-    print(
-        "  (FLOPs: the Linear layers' matrix multiplies, forward + weight gradients + input gradients except"
-        " the first layer's; elementwise work and Adam not counted. Target at batch 512: >= 60% of peak)"
-    )
-    prof = results.get("profile")
-    if prof:
-        print_table(
-            f"Where a pretrain step goes (torch.profiler, batch {prof['batch_size']}, CPU self time)",
-            ["part", "share"],
-            [[k, f"{100 * v:.0f}%"] for k, v in prof["share"].items()],
-        )
-        print_table(
-            "  top ops",
-            ["op", "ms/step", "calls/step"],
-            [[t["op"], f"{t['self_ms_per_step']:.3f}", f"{t['calls_per_step']:.0f}"] for t in prof["top_ops"]],
-        )
-    gpu = results["gpu"]
-    if gpu is None:
-        print(f"\nGPU: {NO_CUDA}")
-    else:
-        print_table(
-            f"GPU training throughput on {gpu['device']} (images/s)",
-            ["precision", "mode"] + [str(b) for b in sorted({r["batch_size"] for r in gpu["throughput"]})],
-            _pivot(gpu["throughput"]),
-        )
-        run = gpu["pretrain_run"]
-        print(
-            f"  {run['epochs']}-epoch pretrain run (batch {run['batch_size']}, {run['images']} images): "
-            f"{run['seconds']:.1f} s ({run['epoch_seconds_median']:.2f} s/epoch), final loss {run['final_loss']:.4f}"
-        )
-    t = results["targets"]
-    print(
-        f"\nTargets: speedup >= 3x: {'met' if t['speedup_at_least_3x'] else 'NOT met'}; "
-        f"batch 512 >= 60% of peak: {'met' if t['batch512_at_least_60pct_of_peak'] else 'NOT met'}"
-        f"  (total benchmark time {results['benchmark_seconds']:.0f} s)"
-    )
+    """Print the results: the same Markdown that ``benchmarks/README.md`` records (one renderer, ``markdown``)."""
+    print("\n" + markdown(results))
 
 
 def _pivot(rows: list[dict]) -> list[list]:
@@ -650,32 +530,79 @@ def _runs(seconds: list[float]) -> str:
     return " ".join(f"{s:.2f}" for s in seconds)
 
 
+def _table(headers: list[str], rows: list[list], right_from: int = 1) -> list[str]:
+    align = ["---" if i < right_from else "---:" for i in range(len(headers))]
+    return ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows
+    ]
+
+
 def markdown(results: dict) -> str:
-    """The results as the Markdown tables of ``benchmarks/README.md``, to paste in after a run."""
+    """The results as Markdown: what the script prints and what ``benchmarks/README.md`` records."""
     m, mm, nv = results["machine"], results["matmul"], results["naive_vs_helper"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cpus_usable']} usable CPUs ({m['cpu_capability']}, {m['blas']}), torch {m['torch']} "
-        f"with {m['torch_threads']} threads, Python {m['python']}"
-        + (f"; GPU {m['cuda']['name']}" if m["cuda"] else "; no GPU")
+        f"Machine: {m['cpu']}, {m['cpus_usable']} usable CPUs ({m['cpu_capability']}, {m['blas']}), "
+        f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}"
+        + (
+            f"; GPU {m['cuda']['name']} ({m['cuda']['memory_gib']} GiB, CUDA {m['cuda']['cuda_version']})"
+            if m["cuda"]
+            else "; no GPU"
+        )
         + ".",
         "",
         f"fp32 matrix-multiply peak (best square `torch.mm`): **{mm['peak_gflops']:.0f} GFLOP/s** "
         "(" + ", ".join(f"{r['n']}: {r['gflops']:.0f}" for r in mm["square"]) + ").",
-        "",
-        f"| one epoch, batch {nv['batch_size']}, {nv['images']:,} images, {nv['steps']} steps | median s | runs (s) | mean loss |",
-        "|---|---:|---|---:|",
-        f"| naive loop (DataLoader + ToTensor) | {nv['naive_median']:.2f} | {_runs(nv['naive_seconds'])} | {nv['naive_loss']:.4f} |",
-        f"| `ptft_helpers.pretrain` | {nv['helper_median']:.2f} | {_runs(nv['helper_seconds'])} | {nv['helper_loss']:.4f} |",
-        f"| **speedup** | **{nv['speedup']:.1f}x** | | |",
-        "",
-        "| batch | GFLOP / epoch | median epoch s | GFLOP/s | % of matmul peak | % of the model's GEMMs alone |",
-        "|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results["limit"]:
-        lines.append(
-            f"| {r['batch_size']} | {r['epoch_flops'] / 1e9:.1f} | {r['epoch_median']:.2f} | {r['gflops']:.1f} "
-            f"| **{100 * r['fraction_of_peak']:.0f}%** | {100 * r['fraction_of_model_gemms']:.0f}% |"
+    for g in mm["model_gemms"]:
+        lines += ["", f"The model's GEMMs at batch {g['batch_size']}, each timed alone:", ""]
+        rows = [[f"`{r['gemm']}`", f"{r['ms']:.3f}", f"{r['gflops']:.1f}"] for r in g["gemms"]]
+        lines += _table(
+            ["GEMM", "ms", "GFLOP/s"], rows + [["all of one step", f"{g['step_ms']:.3f}", f"{g['gflops']:.1f}"]]
         )
+    lines += [""] + _table(
+        [
+            f"one epoch, batch {nv['batch_size']}, {nv['images']:,} images, {nv['steps']} steps",
+            "median s",
+            "runs (s)",
+            "mean loss",
+        ],
+        [
+            [
+                "naive loop (DataLoader + ToTensor)",
+                f"{nv['naive_median']:.2f}",
+                _runs(nv["naive_seconds"]),
+                f"{nv['naive_loss']:.4f}",
+            ],
+            [
+                "`ptft_helpers.pretrain`",
+                f"{nv['helper_median']:.2f}",
+                _runs(nv["helper_seconds"]),
+                f"{nv['helper_loss']:.4f}",
+            ],
+            ["**speedup**", f"**{nv['speedup']:.1f}x**", "", ""],
+        ],
+    )
+    epoch_60k = median(nv["helper_epoch_seconds"]) * 60000 / nv["images"]
+    lines += [
+        "",
+        f"speedup: {nv['speedup']:.1f}x (target >= 3x); a 20-epoch pretrain at batch 128 on this CPU takes "
+        f"about {20 * epoch_60k:.0f} s (20 x the median epoch, scaled to 60,000 images).",
+    ]
+    lines += [""] + _table(
+        ["batch", "GFLOP / epoch", "median epoch s", "GFLOP/s", "% of matmul peak", "% of the model's GEMMs alone"],
+        [
+            [
+                r["batch_size"],
+                f"{r['epoch_flops'] / 1e9:.1f}",
+                f"{r['epoch_median']:.2f}",
+                f"{r['gflops']:.1f}",
+                f"**{100 * r['fraction_of_peak']:.0f}%**",
+                f"{100 * r['fraction_of_model_gemms']:.0f}%",
+            ]
+            for r in results["limit"]
+        ],
+        right_from=0,
+    )
     prof = results.get("profile")
     if prof:
         lines += [
@@ -683,22 +610,36 @@ def markdown(results: dict) -> str:
             f"Profile of a pretrain step at batch {prof['batch_size']} (CPU self time): "
             + ", ".join(f"{k} {100 * v:.0f}%" for k, v in prof["share"].items())
             + ".",
+            "",
         ]
+        lines += _table(
+            ["top op", "ms/step", "calls/step"],
+            [[f"`{t['op']}`", f"{t['self_ms_per_step']:.3f}", f"{t['calls_per_step']:.0f}"] for t in prof["top_ops"]],
+        )
     gpu = results.get("gpu")
     if gpu:
         sizes = sorted({r["batch_size"] for r in gpu["throughput"]})
-        lines += [
-            "",
-            f"| {gpu['device']}: images/s | " + " | ".join(str(b) for b in sizes) + " |",
-            "|---|" + "---:|" * len(sizes),
-        ]
-        lines += [f"| {row[0]} {row[1]} | " + " | ".join(row[2:]) + " |" for row in _pivot(gpu["throughput"])]
+        lines += ["", f"GPU training throughput on {gpu['device']} (images/s):", ""]
+        lines += _table(
+            ["precision, mode"] + [str(b) for b in sizes],
+            [[f"{row[0]} {row[1]}"] + row[2:] for row in _pivot(gpu["throughput"])],
+        )
         run = gpu["pretrain_run"]
         lines += [
             "",
-            f"{run['epochs']}-epoch pretrain run (batch {run['batch_size']}, {run['images']:,} images, bf16 autocast): "
-            f"**{run['seconds']:.1f} s**.",
+            f"{run['epochs']}-epoch pretrain run (batch {run['batch_size']}, {run['images']:,} images, "
+            f"bf16 autocast): **{run['seconds']:.1f} s** ({run['epoch_seconds_median']:.2f} s/epoch), "
+            f"final loss {run['final_loss']:.4f}.",
         ]
+    else:
+        lines += ["", f"GPU: {NO_CUDA}."]
+    t = results["targets"]
+    lines += [
+        "",
+        f"Targets: speedup >= 3x: {'met' if t['speedup_at_least_3x'] else 'NOT met'}; "
+        f"batch 512 >= 60% of peak: {'met' if t['batch512_at_least_60pct_of_peak'] else 'NOT met'} "
+        f"(benchmark time {results['benchmark_seconds']:.0f} s).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -724,7 +665,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown")
     p.add_argument("--no-gpu", action="store_true", help="measure the CPU only even when CUDA is available")
-    p.add_argument("--markdown", action="store_true", help="also print the results as Markdown tables for the README")
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
@@ -799,8 +739,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     results["benchmark_seconds"] = time.perf_counter() - began
     report(results)
-    if args.markdown:
-        print("\n" + markdown(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Loading Fashion-MNIST and MNIST through torchvision, offline first.
+"""Loading Fashion-MNIST and MNIST through torchvision, offline first, checked before use.
 
 Files are looked for in this order (see ``prepare``):
 
@@ -8,6 +8,21 @@ Files are looked for in this order (see ``prepare``):
 3. torchvision's own download;
 4. on a Debian machine where we are root, ``apt-get install dataset-fashion-mnist``.
 
+Every file is checked before it is used (``check_file``), so a truncated or damaged copy gives a
+one-line error naming the file and the fix instead of a traceback deep inside torchvision:
+
+- always (cheap): its size (16 + N x 784 bytes for images, 8 + N for labels) and its IDX header;
+- once per file (then cached): its SHA-256. For Fashion-MNIST the digests of the uncompressed files are
+  known (``IdxFile.sha256``: computed from Debian's copy, whose .gz files match Debian's published MD5s).
+  For MNIST they are not published; a file decompressed from a .gz that matched a published MD5 (or one
+  already there, after its size, header and label checks) has its digest recorded, and a later change is
+  caught. The record lives in the per-user cache (``~/.cache/ptft/verified-data.json``), or in memory
+  where that cannot be written, so a read-only shared data folder works too.
+- a .gz is used only when its MD5 matches a published value: upstream's (torchvision's ``resources``;
+  torchvision's download checks these itself) or, for the system copy, Debian's package's ``md5sums``.
+
+A damaged file is replaced from the system copy or the download when one works.
+
 Images are then loaded once with the real torchvision loaders into uint8 tensors and
 kept in memory; ``to_inputs`` turns them into floats in [0, 1] on any device.
 """
@@ -16,16 +31,20 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import json
 import os
 import shutil
+import struct
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision import datasets
 
-from .settings import data_dir
+from .settings import data_dir, is_writable, user_cache_dir
 from .validation import is_whole_number
 
 IDX_FILES = (
@@ -33,6 +52,64 @@ IDX_FILES = (
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
+)
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One uncompressed IDX file of a dataset, as it must be: ``count`` 28x28 images or labels."""
+
+    name: str
+    count: int
+    gz_md5: tuple[str, ...]  # published MD5s of its .gz: upstream's (torchvision), Debian's package's
+    sha256: str | None = None  # of the uncompressed file, where known
+
+    @property
+    def is_images(self) -> bool:
+        return "-images-" in self.name
+
+    @property
+    def header(self) -> bytes:
+        """The IDX header: magic number, then the dimensions (big-endian int32)."""
+        if self.is_images:
+            return struct.pack(">4i", IMAGES_MAGIC, self.count, 28, 28)
+        return struct.pack(">2i", LABELS_MAGIC, self.count)
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + self.count * (784 if self.is_images else 1)
+
+
+def _files(counts: tuple[int, int, int, int], md5: dict[str, tuple[str, ...]], sha256: dict[str, str]) -> tuple:
+    return tuple(IdxFile(name, n, md5[name], sha256.get(name)) for name, n in zip(IDX_FILES, counts))
+
+
+COUNTS = (60000, 60000, 10000, 10000)
+FASHION_FILES = _files(
+    COUNTS,
+    {  # upstream (torchvision.datasets.FashionMNIST.resources), then Debian's dataset-fashion-mnist md5sums
+        "train-images-idx3-ubyte": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "cf8536b0aa1a6ac5fa3f23001093305c"),
+        "train-labels-idx1-ubyte": ("25c81989df183df01b3e8a0aad5dffbe", "10bea18fdb374794d4bb42e356e600c9"),
+        "t10k-images-idx3-ubyte": ("bef4ecab320f06d8554ea6380940ec79", "f78720b4224f21cce2f2ccf2d7a94c9a"),
+        "t10k-labels-idx1-ubyte": ("bb300cfdad3c16e7a12a480ee83cd310", "0d30e22e447f3c33dab9ed536400ac01"),
+    },
+    {  # the uncompressed files, from Debian's .gz files (which match Debian's published MD5s)
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+)
+MNIST_FILES = _files(
+    COUNTS,
+    {  # upstream (torchvision.datasets.MNIST.resources)
+        "train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873",),
+        "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432",),
+        "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3",),
+        "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c",),
+    },
+    {},
 )
 
 
@@ -44,6 +121,7 @@ class DatasetInfo:
     loader: type[datasets.MNIST]
     system_dir: Path | None  # where a distribution package puts the gzip files
     debian_package: str | None
+    files: tuple[IdxFile, ...]  # the four uncompressed IDX files, in the order of IDX_FILES
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -52,9 +130,14 @@ DATASETS: dict[str, DatasetInfo] = {
         datasets.FashionMNIST,
         Path("/usr/share/datasets/fashion-mnist"),
         "dataset-fashion-mnist",
+        FASHION_FILES,
     ),
-    "mnist": DatasetInfo("mnist", datasets.MNIST, None, None),
+    "mnist": DatasetInfo("mnist", datasets.MNIST, None, None, MNIST_FILES),
 }
+
+
+class DamagedDataError(ValueError):
+    """A dataset file is truncated or damaged and could not be replaced; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -88,27 +171,118 @@ def raw_folder(name: str, root: Path | None = None) -> Path:
     return Path(root or data_dir()) / info.loader.__name__ / "raw"
 
 
-def _has_raw_files(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in IDX_FILES)
+# ----------------------------------------------------------------------------- checking files
+
+_verified: dict[str, dict] = {}  # resolved path -> {"size", "mtime_ns", "sha256"}: checked files, this process
 
 
-def _copy_from_system(system_dir: Path, folder: Path) -> bool:
-    """Decompress gzip IDX files from ``system_dir`` into ``folder``; False if any is missing."""
-    sources = [system_dir / f"{f}.gz" for f in IDX_FILES]
+def _record_file() -> Path:
+    return user_cache_dir() / "verified-data.json"
+
+
+def _recorded(key: str) -> dict | None:
+    if key not in _verified:
+        try:
+            _verified.update({k: v for k, v in json.loads(_record_file().read_text()).items() if k not in _verified})
+        except (OSError, ValueError):
+            pass
+    return _verified.get(key)
+
+
+def _remember(key: str, stat: os.stat_result, digest: str) -> None:
+    """Record a checked file's digest in memory and, when it can be written, in the per-user cache."""
+    _verified[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    path = _record_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+            json.dump(_verified, tmp)
+        os.replace(tmp.name, path)
+    except OSError:
+        pass  # a read-only home: the record stays in memory for this process
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_file(path: Path, spec: IdxFile) -> str | None:
+    """None if ``path`` holds the file ``spec`` describes; else what is wrong with it, in a few words.
+
+    Size and header every time; the SHA-256 once per file version (then cached, see the module docstring).
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    if stat.st_size != spec.size:
+        return f"{stat.st_size:,} bytes instead of {spec.size:,}: truncated or damaged"
+    with open(path, "rb") as f:
+        header = f.read(len(spec.header))
+        labels = f.read() if not spec.is_images else b""
+    if header != spec.header:
+        return "its header is not the expected IDX header: damaged, or another file"
+    if labels and max(labels) > 9:
+        return "it holds labels above 9: damaged"
+    key = str(path.resolve())
+    record = _recorded(key)
+    if record and (record["size"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+        if spec.sha256 is None or record["sha256"] == spec.sha256:
+            return None  # checked before, unchanged since
+    digest = _sha256(path)
+    expected = spec.sha256 or (record or {}).get("sha256")
+    if expected is not None and digest != expected:
+        return "its SHA-256 checksum is not the published data's"
+    _remember(key, stat, digest)
+    return None
+
+
+def _problems(folder: Path, info: DatasetInfo) -> dict[str, str]:
+    """{file name: what is wrong} for every file of ``info`` in ``folder`` that is missing or damaged."""
+    found = {spec.name: check_file(folder / spec.name, spec) for spec in info.files}
+    return {name: problem for name, problem in found.items() if problem}
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_from_system(system_dir: Path, folder: Path, info: DatasetInfo, names: list[str]) -> str | None:
+    """Decompress the gzip files ``names`` from ``system_dir`` into ``folder``, each checked (its .gz against the
+    published MD5s, the result like any data file); return None on success or why not."""
+    specs = [spec for spec in info.files if spec.name in names]
+    sources = [system_dir / f"{spec.name}.gz" for spec in specs]
     if not all(s.is_file() for s in sources):
-        return False
+        return "no gzip IDX files"
+    for spec, src in zip(specs, sources):
+        if _md5(src) not in spec.gz_md5:
+            return f"{src.name} does not match its published MD5 (damaged)"
     folder.mkdir(parents=True, exist_ok=True)
-    for src in sources:
-        target = folder / src.stem
-        tmp = target.with_suffix(".partial")
-        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        os.replace(tmp, target)
-    return True
+    for spec, src in zip(specs, sources):
+        target = folder / spec.name
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            if problem := check_file(tmp, spec):
+                return f"{src.name} decompresses to a bad file ({problem})"
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _remember(str(target.resolve()), target.stat(), _sha256(target))
+    return None
 
 
 def _download(info: DatasetInfo, root: Path) -> str | None:
-    """Try torchvision's download; return None on success or the reason it failed."""
+    """Try torchvision's download (it checks each .gz against upstream's MD5); None on success or why it failed."""
     try:
         info.loader(str(root), train=True, download=True)
         info.loader(str(root), train=False, download=True)
@@ -134,6 +308,24 @@ def _apt_install(package: str) -> str | None:
     return (result.stderr.strip().splitlines() or ["apt-get failed"])[-1]
 
 
+def _damaged_error(info: DatasetInfo, folder: Path, damaged: dict[str, str], read_only: bool) -> DamagedDataError:
+    name, problem = next(iter(damaged.items()))
+    more = f" (and {len(damaged) - 1} more file(s))" if len(damaged) > 1 else ""
+    fetch = "python -m ptft_helpers data" + ("" if info.name == "fashion-mnist" else f" --dataset {info.name}")
+    if read_only:
+        why = (
+            f"the data folder is read-only. To fix it, ask whoever manages it to run `{fetch}` there (it replaces "
+            "damaged files), or set PTFT_DATA to a data folder of your own"
+        )
+    else:
+        why = (
+            f"no good copy could be fetched. To fix it, run `{fetch}` where the internet"
+            + (f" or Debian's {info.debian_package}" if info.debian_package else "")
+            + f" is available (it replaces damaged files), or copy a good {name} there"
+        )
+    return DamagedDataError(f"The dataset file {folder / name} is damaged ({problem}){more}, and {why}.")
+
+
 def prepare(
     name: str = "fashion-mnist",
     root: str | Path | None = None,
@@ -142,32 +334,49 @@ def prepare(
     allow_download: bool = True,
     allow_apt: bool = True,
 ) -> str:
-    """Make sure the dataset's files are in the data folder; return where they came from.
+    """Make sure the dataset's files are in the data folder, whole and correct; return where they came from.
 
     ``system_dir`` overrides the dataset's usual system location (tests use it).
-    Raises ``FileNotFoundError`` naming every place it looked, and how to fix it.
+    Missing files: raises ``FileNotFoundError`` naming every place it looked, and how to fix it.
+    A damaged file that cannot be replaced: raises ``DamagedDataError`` (a ``ValueError``), one line.
     """
     info = dataset_info(name)
     root = Path(root) if root is not None else data_dir()
     folder = raw_folder(info.name, root)
-    if _has_raw_files(folder):
+    problems = _problems(folder, info)
+    if not problems:
         return f"data folder {folder}"
+    damaged = {n: p for n, p in problems.items() if p != "missing"}
+    repaired = f" (replaced the damaged {', '.join(damaged)})" if damaged else ""
+    writable = is_writable(folder)
+    if damaged and not writable:
+        raise _damaged_error(info, folder, damaged, read_only=True)
     system = Path(system_dir) if system_dir is not None else info.system_dir
-    tried = [f"the data folder {folder}: the four IDX files are not all there"]
+    tried = [f"the data folder {folder}: " + ("the four IDX files are not all there" if not damaged else "damaged")]
+    if not writable:
+        system, allow_download, allow_apt = None, False, False
+        tried.append(f"copying or downloading into {folder}: the data folder is read-only")
     if system is not None:
-        if _copy_from_system(system, folder):
-            return f"system copy {system}"
-        tried.append(f"the system copy {system}: no gzip IDX files")
+        reason = _copy_from_system(system, folder, info, list(problems))
+        if reason is None:
+            return f"system copy {system}{repaired}"
+        tried.append(f"the system copy {system}: {reason}")
     if allow_download:
+        for name_ in damaged:  # torchvision downloads only when a file is missing
+            (folder / name_).unlink(missing_ok=True)
         reason = _download(info, root)
-        if reason is None and _has_raw_files(folder):
-            return "torchvision download"
-        tried.append(f"torchvision's download: {reason}")
+        if reason is None and not (left := _problems(folder, info)):
+            return f"torchvision download{repaired}"
+        tried.append(f"torchvision's download: {reason or 'files still wrong: ' + '; '.join(left.values())}")
     if allow_apt and info.debian_package and system is not None:
         reason = _apt_install(info.debian_package)
-        if reason is None and _copy_from_system(system, folder):
-            return f"Debian package {info.debian_package} ({system})"
-        tried.append(f"apt-get install {info.debian_package}: {reason or 'installed, but no files appeared'}")
+        if reason is None:
+            reason = _copy_from_system(system, folder, info, list(_problems(folder, info)))
+            if reason is None:
+                return f"Debian package {info.debian_package} ({system}){repaired}"
+        tried.append(f"apt-get install {info.debian_package}: {reason}")
+    if damaged:
+        raise _damaged_error(info, folder, damaged, read_only=False)
     fixes = [
         f"copy the four IDX files ({', '.join(IDX_FILES)}) into {folder}, or set PTFT_DATA to a folder that has them",
         "connect to the internet once and run `python -m ptft_helpers data"

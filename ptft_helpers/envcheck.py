@@ -16,7 +16,7 @@ from pathlib import Path
 Check = tuple[str, bool, str]
 
 MIN_PYTHON = (3, 11)
-# Keep in step with pyproject.toml's dependencies: (import name, distribution name, minimum version).
+# pyproject.toml's dependencies (tests/test_envcheck.py keeps them in step): (import name, distribution, minimum).
 PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("torch", "torch", "2.3"),
     ("torchvision", "torchvision", "0.18"),
@@ -24,6 +24,8 @@ PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("ipywidgets", "ipywidgets", "8.0"),
     ("tqdm", "tqdm", "4.60"),
 )
+# The one dependency not checked here: JupyterLab is the front end that runs the notebooks, not imported by them.
+NOT_CHECKED = ("jupyterlab",)
 INSTALL_HINT = "run `make lab` (or `pip install -e .` in the repository) to install the project's dependencies"
 
 

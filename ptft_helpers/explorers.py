@@ -45,21 +45,19 @@ def clear_cache() -> None:
 
 
 def latent_size_settings() -> dict:
-    """Defaults for ``explore_latent_size``: 20,000 images, 2 epochs, the pretraining recipe (Adam, lr 1e-3,
-    batches of 128), scored on all 10,000 test images; in fast mode 2,000 images, 1 epoch, 1,000 test images."""
-    return {
-        "train_size": pick(20000, 2000),
-        "epochs": pick(2, 1),
-        "test_size": pick(10000, 1000),
-        "lr": 1e-3,
-        "batch_size": 128,
-    }
+    """Defaults for ``explore_latent_size``: one pass over 30,000 training images in batches of 256 (118 Adam
+    steps at lr 2e-3), scored on all 10,000 test images; in fast mode 4,000 images (16 steps), 1,000 test images.
+
+    Chosen for speed (benchmarks/bench_explorers.py: well under 1.5 s per slider move on 2 CPU cores): fewer,
+    larger steps with a larger learning rate than the pretraining recipe (batches of 128, lr 1e-3, 20 epochs).
+    Every size is still undertrained; the test error still falls from each size to the next."""
+    return {"train_size": pick(30000, 4000), "epochs": 1, "test_size": pick(10000, 1000), "lr": 2e-3, "batch_size": 256}
 
 
 def learning_rate_settings() -> dict:
-    """Defaults for ``explore_learning_rate``: 12,800 images, 2 epochs (200 steps of 128 images), latent size 32;
-    in fast mode 1,280 images (20 steps)."""
-    return {"train_size": pick(12800, 1280), "epochs": 2, "latent_dim": 32, "batch_size": 128}
+    """Defaults for ``explore_learning_rate``: one pass over 12,800 images (100 steps of 128 images), latent size 32;
+    in fast mode 2,560 images (20 steps)."""
+    return {"train_size": pick(12800, 2560), "epochs": 1, "latent_dim": 32, "batch_size": 128}
 
 
 def fixed_test_images(labels: torch.Tensor, n: int = N_SHOWN) -> torch.Tensor:

@@ -1,13 +1,17 @@
 """Where datasets come from, how they load, and how labelled subsets are drawn."""
 
+import dataclasses
 import gzip
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from ptft_helpers import data
 
-from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, write_idx_dataset
+from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, expect_written, real_fashion_raw, write_idx_dataset
 
 NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 
@@ -23,8 +27,9 @@ def _assert_loaded(loaded, images, labels):
 # --- sources -----------------------------------------------------------------------------------
 
 
-def test_files_already_in_the_data_folder_are_used(tmp_path):
+def test_files_already_in_the_data_folder_are_used(tmp_path, monkeypatch):
     written = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", seed=3)
+    expect_written(monkeypatch, "fashion-mnist", written)
     source = data.prepare(
         "fashion-mnist", root=tmp_path, system_dir=tmp_path / "nothing-here", allow_download=False, allow_apt=False
     )
@@ -36,14 +41,16 @@ def test_files_already_in_the_data_folder_are_used(tmp_path):
 def test_data_folder_defaults_to_ptft_data(tmp_path, monkeypatch):
     monkeypatch.setenv("PTFT_DATA", str(tmp_path))
     written = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", seed=4)
+    expect_written(monkeypatch, "fashion-mnist", written)
     assert data.raw_folder("fashion-mnist") == tmp_path / "FashionMNIST" / "raw"
     assert data.prepare("fashion-mnist", allow_download=False, allow_apt=False).startswith("data folder")
     _assert_loaded(data.load("fashion-mnist", "test"), *written["test"])
 
 
-def test_system_copy_is_decompressed_into_the_data_folder(tmp_path):
+def test_system_copy_is_decompressed_into_the_data_folder(tmp_path, monkeypatch):
     system = tmp_path / "usr-share-datasets-fashion-mnist"
     written = write_idx_dataset(system, gz=True, seed=5)
+    expect_written(monkeypatch, "fashion-mnist", written, gz_folder=system)
     root = tmp_path / "data"
     source = data.prepare("fashion-mnist", root=root, system_dir=system, allow_download=False, allow_apt=False)
     assert source == f"system copy {system}"
@@ -69,8 +76,9 @@ def test_incomplete_system_copy_is_not_used(tmp_path):
         data.prepare("fashion-mnist", root=tmp_path / "data", system_dir=system, allow_download=False, allow_apt=False)
 
 
-def test_mnist_loads_through_torchvision_from_idx_files(tmp_path):
+def test_mnist_loads_through_torchvision_from_idx_files(tmp_path, monkeypatch):
     written = write_idx_dataset(tmp_path / "MNIST" / "raw", n_train=40, n_test=10, seed=6)
+    expect_written(monkeypatch, "mnist", written)
     train = data.load("mnist", "train", root=tmp_path)
     _assert_loaded(train, *written["train"])
     assert train.classes[0].startswith("0")  # torchvision's MNIST names, not Fashion-MNIST's
@@ -131,6 +139,133 @@ def test_dataset_aliases(alias, name):
 def test_bad_split(split, tmp_path):
     with pytest.raises(ValueError, match="'train' or 'test'"):
         data.load("fashion-mnist", split, root=tmp_path)
+
+
+# --- damaged files ------------------------------------------------------------------------------
+
+
+def _damage(path, how: str) -> None:
+    blob = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(blob[: len(blob) // 2])
+    else:  # one byte changed, the size unchanged
+        blob[len(blob) // 2] ^= 0xFF
+        path.write_bytes(bytes(blob))
+
+
+@pytest.fixture
+def real_copy(tmp_path) -> Path:
+    """A data folder holding real copies (not links) of the Fashion-MNIST files."""
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data.IDX_FILES:
+        shutil.copyfile(real_fashion_raw() / name, raw / name)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize(
+    "name,how,problem",
+    [
+        ("train-images-idx3-ubyte", "truncate", "23,520,008 bytes instead of 47,040,016: truncated or damaged"),
+        ("t10k-labels-idx1-ubyte", "flip", "it holds labels above 9"),
+        ("t10k-images-idx3-ubyte", "flip", "its SHA-256 checksum is not the published data's"),
+    ],
+)
+def test_a_damaged_real_file_is_named_with_the_fix(real_copy, name, how, problem, monkeypatch):
+    _damage(real_copy / "FashionMNIST" / "raw" / name, how)
+    with pytest.raises(data.DamagedDataError) as info:
+        data.prepare(
+            "fashion-mnist", root=real_copy, system_dir=real_copy / "none", allow_download=False, allow_apt=False
+        )
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"The dataset file {real_copy / 'FashionMNIST' / 'raw' / name} is damaged ({problem}" in message
+    assert "python -m ptft_helpers data" in message and "PTFT_DATA" not in message
+    # load() runs the same check: the same one-line error, not a traceback from inside torchvision.
+    monkeypatch.setitem(
+        data.DATASETS, "fashion-mnist", dataclasses.replace(data.DATASETS["fashion-mnist"], system_dir=None)
+    )
+    for key, value in NO_NETWORK.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(data.DamagedDataError, match="is damaged"):
+        data.load("fashion-mnist", "test" if name.startswith("t10k") else "train", root=real_copy)
+
+
+def test_a_damaged_file_is_replaced_from_the_system_copy(tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    written = write_idx_dataset(system, gz=True, seed=7)
+    expect_written(monkeypatch, "fashion-mnist", written, gz_folder=system)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    write_idx_dataset(raw, seed=7)
+    _damage(raw / "train-labels-idx1-ubyte", "truncate")
+    source = data.prepare(
+        "fashion-mnist", root=tmp_path / "data", system_dir=system, allow_download=False, allow_apt=False
+    )
+    assert source == f"system copy {system} (replaced the damaged train-labels-idx1-ubyte)"
+    _assert_loaded(data.load("fashion-mnist", "train", root=tmp_path / "data"), *written["train"])
+    assert not [p for p in raw.iterdir() if p.name.startswith(".")]  # no partial file left
+
+
+def test_a_system_gz_that_does_not_match_its_md5_is_not_used(tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    written = write_idx_dataset(system, gz=True, seed=8)
+    expect_written(monkeypatch, "fashion-mnist", written, gz_folder=system)
+    (system / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"not the data"))
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    write_idx_dataset(raw, seed=8)
+    _damage(raw / "t10k-images-idx3-ubyte", "flip")
+    with pytest.raises(data.DamagedDataError, match="t10k-images-idx3-ubyte is damaged .*checksum"):
+        data.prepare("fashion-mnist", root=tmp_path / "data", system_dir=system, allow_download=False, allow_apt=False)
+
+
+def test_a_damaged_mnist_file(tmp_path, monkeypatch):
+    written = write_idx_dataset(tmp_path / "MNIST" / "raw", n_train=40, n_test=10, seed=9)
+    expect_written(monkeypatch, "mnist", written)
+    _damage(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte", "truncate")
+    with pytest.raises(data.DamagedDataError) as info:
+        data.prepare("mnist", root=tmp_path, allow_download=False, allow_apt=False)
+    assert "train-images-idx3-ubyte is damaged" in str(info.value)
+    assert "python -m ptft_helpers data --dataset mnist" in str(info.value)
+
+
+def test_a_damaged_file_in_a_read_only_folder_says_so(real_copy, monkeypatch):
+    # The real read-only case (a read-only mount) is in test_pretrained; here only the message.
+    monkeypatch.setattr(data, "is_writable", lambda folder: False)
+    _damage(real_copy / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte", "truncate")
+    with pytest.raises(data.DamagedDataError) as info:
+        data.prepare("fashion-mnist", root=real_copy)
+    assert "the data folder is read-only" in str(info.value) and "set PTFT_DATA" in str(info.value)
+
+
+def test_the_checksum_is_computed_once_per_file(tmp_path, monkeypatch):
+    written = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", seed=10)
+    expect_written(monkeypatch, "fashion-mnist", written)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = []
+    real_sha256 = data._sha256
+    monkeypatch.setattr(data, "_sha256", lambda path: calls.append(path.name) or real_sha256(path))
+    for _ in range(3):
+        data.prepare("fashion-mnist", root=tmp_path, allow_download=False, allow_apt=False)
+    assert sorted(calls) == sorted(data.IDX_FILES)  # once each, then the record is used
+    assert (tmp_path / "cache" / "ptft" / "verified-data.json").is_file()
+    # Changed since (same size, new time stamp): checked again, and the damage is found.
+    path = tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    _damage(path, "flip")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    with pytest.raises(data.DamagedDataError, match="t10k-images-idx3-ubyte is damaged"):
+        data.prepare("fashion-mnist", root=tmp_path, allow_download=False, allow_apt=False)
+
+
+def test_the_record_stays_in_memory_when_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    written = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", seed=11)
+    expect_written(monkeypatch, "fashion-mnist", written)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/ptft-no-cache-here")  # cannot be created, not even by root
+    calls = []
+    real_sha256 = data._sha256
+    monkeypatch.setattr(data, "_sha256", lambda path: calls.append(path.name) or real_sha256(path))
+    for _ in range(2):
+        assert data.prepare("fashion-mnist", root=tmp_path, allow_download=False, allow_apt=False).startswith("data")
+    assert sorted(calls) == sorted(data.IDX_FILES)
 
 
 # --- the real Fashion-MNIST -------------------------------------------------------------------

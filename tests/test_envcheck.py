@@ -138,3 +138,20 @@ def test_report_prints_multiline_details_indented(capsys):
         "       second line",
         "1 of 2 checks failed: see [FAIL] above.",
     ]
+
+
+def test_packages_match_the_dependencies_in_pyproject():
+    import re
+    import tomllib
+
+    from ptft_helpers.settings import REPO_ROOT
+
+    requirements = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = {}
+    for requirement in requirements:
+        name, minimum = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9.]+)", requirement).groups()
+        declared[name.lower()] = minimum
+    checked = {dist.lower(): minimum for _, dist, minimum in envcheck.PACKAGES}
+    assert set(declared) == set(checked) | set(envcheck.NOT_CHECKED), (declared, checked)
+    for name, minimum in checked.items():
+        assert declared[name] == minimum, f"{name}: pyproject.toml says >={declared[name]}, envcheck >={minimum}"
