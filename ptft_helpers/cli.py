@@ -18,6 +18,7 @@ from .data import DATASETS, balanced_subset, dataset_info, load, prepare
 from .envcheck import check_environment, print_report
 from .models import Classifier
 from .pretrained import load_or_pretrain, pretrain_settings
+from .settings import progress_enabled
 from .training import PRETEXTS, check_learning_rate, evaluate, finetune
 from .validation import positive_int
 
@@ -129,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
+    try:
+        progress_enabled()  # every switch is read at once, so a bad value is an error before any work
+        parser = build_parser()  # reads PTFT_FAST for the defaults
+    except ValueError as err:
+        print(f"python -m ptft_helpers: error: {err}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return _run(args)

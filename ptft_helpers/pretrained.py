@@ -112,9 +112,9 @@ def _load_matching(path: Path, wanted: dict, config: dict) -> Pretrained | None:
     meta = payload["metadata"]
     if payload["config"] != config or any(meta.get(k) != v for k, v in wanted.items()):
         return None
-    model = load_weights(
-        build_autoencoder(config["arch"], config["latent_dim"], config["hidden_dim"]), payload, str(path)
-    )
+    with seeded(0):  # its weights are overwritten; only the caller's random state must stay as it was
+        model = build_autoencoder(config["arch"], config["latent_dim"], config["hidden_dim"])
+    load_weights(model, payload, str(path))
     return Pretrained(model, meta, path)
 
 

@@ -176,3 +176,11 @@ def test_pretrain_default_path_is_in_the_data_folder(capsys, data_env, monkeypat
     code, out, err = run(capsys, "finetune", path, "--labels", "20", "--epochs", "1")
     assert code == 0, err
     assert json.loads(out)["labels"] == 20
+
+
+@pytest.mark.parametrize("command", [["pretrain", "--help"], ["data"], ["evaluate", "x.pt"]])
+@pytest.mark.parametrize("switch", ["PTFT_FAST", "PTFT_PROGRESS"])
+def test_a_bad_switch_is_one_line(capsys, monkeypatch, command, switch):
+    monkeypatch.setenv(switch, "maybe")
+    code, out, err = run(capsys, *command)
+    assert_one_line_error(code, out, err, f"{switch}='maybe' is not a switch value", "set it to 1 or 0")

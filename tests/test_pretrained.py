@@ -63,7 +63,9 @@ def test_trains_saves_then_loads(data_env, home):
 
 def test_the_global_random_state_is_left_alone(data_env, home):
     state = torch.random.get_rng_state()
-    load_or_pretrain(progress=False, **TINY)
+    load_or_pretrain(progress=False, **TINY)  # trains
+    assert torch.equal(torch.random.get_rng_state(), state)
+    load_or_pretrain(progress=False, **TINY)  # loads
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
