@@ -24,8 +24,9 @@ PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("ipywidgets", "ipywidgets", "8.0"),
     ("tqdm", "tqdm", "4.60"),
 )
-# The one dependency not checked here: JupyterLab is the front end that runs the notebooks, not imported by them.
-NOT_CHECKED = ("jupyterlab",)
+# Dependencies not checked here: JupyterLab runs the notebooks and nbgrader grades the exercises; the notebooks
+# import neither.
+NOT_CHECKED = ("jupyterlab", "nbgrader")
 INSTALL_HINT = "run `make lab` (or `pip install -e .` in the repository) to install the project's dependencies"
 
 
