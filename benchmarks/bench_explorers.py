@@ -38,6 +38,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing the
 import torch  # noqa: E402
 
 from ptft_helpers import data, explorers, settings, widgets  # noqa: E402
+from ptft_helpers.devices import cpu_name  # noqa: E402
 
 TARGET_SECONDS = 1.5
 # The settings before issue 8 (full mode), measured in the same run for comparison.
@@ -46,16 +47,6 @@ BEFORE = {
     "learning rate": {"train_size": 12800, "epochs": 2, "latent_dim": 32, "batch_size": 128},
 }
 LR_EXPONENTS = [x / 4 for x in range(-20, 1)]  # the slider: 10**-5 to 10**0 in steps of 0.25
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def slider_values(explorer: str, quick: bool) -> list:
@@ -101,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     for split in ("train", "test"):
         data.load("fashion-mnist", split)
     machine = {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -28,22 +27,13 @@ import torch
 
 from ptft_helpers import data
 from ptft_helpers.data import balanced_subset, to_inputs
+from ptft_helpers.devices import cpu_name
 from ptft_helpers.models import Classifier, build_autoencoder
 from ptft_helpers.seeding import seeded
 from ptft_helpers.sweep import Job, score_on_test, train_stack
 from ptft_helpers.training import evaluate, finetune
 
 LRS = (3e-4, 1e-3, 3e-3)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -43,6 +43,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing the
     sys.path.insert(0, str(REPO_ROOT))
 
 from ptft_helpers import data, devices, models, settings, training  # noqa: E402
+from ptft_helpers.devices import cpu_name  # noqa: E402
 from ptft_helpers.seeding import seeded  # noqa: E402
 
 DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results.json"
@@ -97,23 +98,13 @@ def epoch_flops(layers: list[tuple[int, int]], n_images: int) -> int:
 # ----------------------------------------------------------------------------- machine
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict:
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
     info = {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -48,13 +49,24 @@ def _mps_available() -> bool:
     return bool(backend and backend.is_available())
 
 
+def cpu_name() -> str:
+    """The CPU's model name (e.g. 'AMD EPYC') from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe_device(device: torch.device) -> str:
     """A one-line, human-readable name for ``device``."""
     if device.type == "cuda":
         return f"CUDA GPU: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"CPU: {cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def autocast(device: torch.device, cache_enabled: bool = True) -> contextlib.AbstractContextManager:
