@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
     for name, value in result["images_per_s"].items():
         print(f"| {name} | {value:,.0f} |")
     epoch = result["images_per_s"]["SimCLR epoch"]
+    recipe = contrastive.contrastive_settings()
     print(
-        f"A 60,000-image epoch at this rate: {60000 / epoch:.0f} s; "
-        f"notebook 06's 15 epochs: {15 * 60000 / epoch / 60:.1f} min"
+        f"A {recipe['train_size']:,}-image epoch at this rate: {recipe['train_size'] / epoch:.0f} s; "
+        f"notebook 06's {recipe['epochs']} epochs: {recipe['epochs'] * recipe['train_size'] / epoch / 60:.1f} min"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

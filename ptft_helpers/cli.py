@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .checkpoints import load_autoencoder
+from .contrastive import contrastive_settings
 from .data import DATASETS, balanced_subset, dataset_info, load, prepare
 from .envcheck import check_environment, print_report
 from .models import Classifier
@@ -84,23 +85,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check", help="check the environment and print [OK]/[FAIL] lines")
 
-    defaults = pretrain_settings()
-    p = sub.add_parser("pretrain", help="pretrain an autoencoder (or load a matching checkpoint) and say where it is")
+    ae, simclr = pretrain_settings(), contrastive_settings()
+    p = sub.add_parser(
+        "pretrain", help="pretrain an encoder (autoencoder or SimCLR), or load a matching checkpoint; say where it is"
+    )
     p.add_argument("--dataset", type=_dataset, default="fashion-mnist", help="fashion-mnist or mnist")
-    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp", help="architecture")
-    p.add_argument("--latent-dim", type=_positive_int, default=32, help="length of the code z")
+    p.add_argument(
+        "--arch",
+        choices=["mlp", "conv", "smallconv"],
+        default=None,
+        help="architecture (default: mlp; smallconv, the only choice, for --pretext simclr)",
+    )
+    p.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        default=None,
+        help="length of the code z (default: 32); for simclr, of the projection (default: 64)",
+    )
     p.add_argument(
         "--hidden-dim",
         type=_positive_int,
         default=None,
-        help="hidden units (mlp, default 256) or channels (conv, default 16)",
+        help="hidden units (mlp, default 256) or channels (conv, default 16; smallconv, default 32)",
     )
-    p.add_argument("--pretext", choices=PRETEXTS, default="plain", help="pretext task")
-    p.add_argument("--epochs", type=_positive_int, default=defaults["epochs"], help="passes over the images")
     p.add_argument(
-        "--train-size", type=_positive_int, default=defaults["train_size"], help="train on the first N training images"
+        "--pretext",
+        choices=[*PRETEXTS, "simclr"],
+        default="plain",
+        help="pretext task (simclr: contrastive, notebook 06)",
     )
-    p.add_argument("--lr", type=_learning_rate, default=defaults["lr"], help="Adam's learning rate")
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"passes over the images (default: {ae['epochs']}; simclr {simclr['epochs']})",
+    )
+    p.add_argument(
+        "--train-size",
+        type=_positive_int,
+        default=None,
+        help=f"train on the first N training images (default: {ae['train_size']}; simclr {simclr['train_size']})",
+    )
+    p.add_argument(
+        "--lr",
+        type=_learning_rate,
+        default=None,
+        help=f"Adam's learning rate (default: {ae['lr']:g}; simclr {simclr['lr']:g})",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (initial weights, batch order)")
     p.add_argument(
         "--out",
@@ -172,20 +203,21 @@ def _run(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     """Load or train; print one line saying where the checkpoint is, then its summary as JSON."""
     started = time.time_ns()
+    simclr = args.pretext == "simclr"
+    recipe = {k: getattr(args, k) for k in ("epochs", "train_size", "lr") if getattr(args, k) is not None}
     result = load_or_pretrain(
         args.dataset,
-        arch=args.arch,
-        latent_dim=args.latent_dim,
+        arch=args.arch or ("smallconv" if simclr else "mlp"),
+        latent_dim=args.latent_dim or (64 if simclr else 32),
         hidden_dim=args.hidden_dim,
         pretext=args.pretext,
         seed=args.seed,
         path=args.out,
-        epochs=args.epochs,
-        train_size=args.train_size,
-        lr=args.lr,
+        **recipe,
     )
     meta = result.metadata
-    summary = {k: meta[k] for k in ("dataset", "pretext", "epochs", "final_train_loss", "final_test_loss")}
+    keys = ("dataset", "pretext", "epochs", "final_train_loss", "final_test_loss")
+    summary = {k: meta[k] for k in keys if k in meta}  # SimCLR has no test loss
     saved = result.path.stat().st_mtime_ns >= started  # written during this run (else found, made earlier)
     print(f"{'Saved' if saved else 'Found'} the checkpoint: {shown_path(result.path)}")
     print(json.dumps({**summary, "checkpoint": shown_path(result.path)}))

@@ -35,7 +35,7 @@ AUGMENT_DEFAULTS = {
 
 def contrastive_settings() -> dict:
     """The SimCLR recipe of notebook 06 for ``pretrained.load_or_pretrain`` (smaller in fast mode, same code path)."""
-    return {"epochs": pick(15, 2), "train_size": pick(60000, 512), "lr": 1e-3, "batch_size": 256, "temperature": 0.5}
+    return {"epochs": pick(30, 2), "train_size": pick(60000, 512), "lr": 1e-3, "batch_size": 256, "temperature": 0.2}
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -186,7 +186,7 @@ def pretrain_contrastive(
     epochs: int = 10,
     lr: float = 1e-3,
     batch_size: int = 256,
-    temperature: float = 0.5,
+    temperature: float = 0.2,
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool | None = None,

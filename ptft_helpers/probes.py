@@ -1,7 +1,8 @@
-"""Classifiers on fixed features: an L2-regularised linear probe (logistic regression) and k nearest neighbours.
+"""Classifiers on fixed features: an L2-regularised linear probe (logistic regression), k nearest neighbours,
+and label spreading over a k-NN graph of the unlabelled images (notebook 06).
 
-With 100 labels, a classifier on frozen features trains in well under a second, so its one
-hyper-parameter (the weight decay, or k) can be chosen on a validation set for every run.
+With 100 labels, a classifier on frozen features trains in well under a second, so its
+hyper-parameters (the weight decay, k, or the spreading's alpha) can be chosen on a validation set for every run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .validation import positive_int
 
 
 def standardizer(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,3 +90,87 @@ def select_and_score(
     scored = [(accuracy(predict(val[0]), val[1]), setting, predict) for setting, predict in candidates]
     best_val, setting, predict = max(scored, key=lambda s: s[0])  # first best on ties: the grid's order decides
     return {**setting, "val_acc": best_val, "test_acc": accuracy(predict(test[0]), test[1])}
+
+
+def knn_graph(
+    features: torch.Tensor, k: int, *, queries: torch.Tensor | None = None, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` most cosine-similar rows of ``features`` (N, D) for each row of ``queries`` (default: ``features``
+    itself, leaving each row out of its own list). Returns ``(neighbours, similarities)``, both (M, k).
+
+    Computed ``chunk`` query rows at a time, so the (M, N) similarity matrix is never held whole.
+    """
+    positive_int(k, "k")
+    z = F.normalize(features.float(), dim=1)
+    own = queries is None
+    q = z if own else F.normalize(queries.float(), dim=1)
+    if k > len(z) - own:
+        raise ValueError(f"k={k} neighbours asked for, but only {len(z) - own} candidate rows exist.")
+    neighbours, similarities = [], []
+    for start in range(0, len(q), chunk):
+        sims = q[start : start + chunk] @ z.T  # (chunk, N) cosines
+        if own:
+            rows = torch.arange(len(sims))
+            sims[rows, rows + start] = -2.0  # below any cosine: a row is never its own neighbour
+        top, idx = sims.topk(k, dim=1)
+        neighbours.append(idx)
+        similarities.append(top)
+    return torch.cat(neighbours), torch.cat(similarities)
+
+
+def graph_weights(neighbours: torch.Tensor, similarities: torch.Tensor, power: float = 3.0) -> torch.Tensor:
+    """The symmetric, normalised affinity matrix D^-1/2 W D^-1/2 of a k-NN graph, as a sparse (N, N) tensor.
+
+    W links each row to its neighbours with weight max(cosine, 0) ** ``power`` (Iscen et al., 2019), made
+    symmetric (W + W^T); D is the diagonal of W's row sums.
+    """
+    n, k = neighbours.shape
+    rows = torch.arange(n).repeat_interleave(k)
+    w = torch.sparse_coo_tensor(
+        torch.stack([rows, neighbours.flatten()]),
+        similarities.clamp_min(0).pow(power).flatten(),
+        (n, n),
+        check_invariants=True,
+    )
+    w = (w + w.t()).coalesce()
+    d = torch.sparse.sum(w, 1).to_dense().clamp_min(1e-12).rsqrt()  # D^-1/2
+    i, j = w.indices()
+    return torch.sparse_coo_tensor(w.indices(), d[i] * w.values() * d[j], (n, n), check_invariants=True).coalesce()
+
+
+def label_spreading(
+    weights: torch.Tensor,
+    labelled: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float = 0.99,
+    iterations: int = 20,
+    num_classes: int = 10,
+) -> torch.Tensor:
+    """Label spreading (Zhou et al., 2004) over a graph from ``graph_weights``: class scores (N, C) for every node.
+
+    Starts from Y, one-hot rows for the ``labelled`` nodes and zeros elsewhere, and repeats
+    F <- alpha * S F + (1 - alpha) * Y: each node takes the weighted mean of its neighbours' scores, while the
+    labelled nodes keep pulling towards their labels. Rows are returned normalised to sum to 1 (0 where nothing
+    reached a node).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}.")
+    positive_int(iterations, "iterations")
+    if len(labelled) != len(labels):
+        raise ValueError(f"{len(labelled)} labelled nodes but {len(labels)} labels: they must match one to one.")
+    y = torch.zeros(weights.shape[0], num_classes)
+    y[labelled, labels] = 1.0
+    scores = y.clone()
+    for _ in range(iterations):
+        scores = alpha * torch.sparse.mm(weights, scores) + (1 - alpha) * y
+    return scores / scores.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def spread_predict(
+    scores: torch.Tensor, neighbours: torch.Tensor, similarities: torch.Tensor, power: float = 3.0
+) -> torch.Tensor:
+    """Classes for new rows (test images, not in the graph): their graph neighbours' spread scores, weighted as
+    in ``graph_weights``. ``neighbours``/``similarities`` come from ``knn_graph(graph_features, k, queries=new)``."""
+    weights = similarities.clamp_min(0).pow(power).unsqueeze(2)  # (M, k, 1)
+    return (scores[neighbours] * weights).sum(1).argmax(1)

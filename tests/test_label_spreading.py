@@ -1,0 +1,78 @@
+"""Label spreading over a k-NN graph (probes.knn_graph, graph_weights, label_spreading, spread_predict)."""
+
+import pytest
+import torch
+
+from ptft_helpers.probes import graph_weights, knn_graph, label_spreading, spread_predict
+
+
+def two_clusters(n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points near (1, 0, 0) (class 0) and near (0, 1, 0) (class 1), interleaved."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    centres = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return centres[labels] + 0.1 * torch.randn(n, 3, generator=g), labels
+
+
+def test_knn_graph_matches_a_brute_force_search_and_leaves_each_row_out():
+    x, _ = two_clusters(30)
+    neighbours, sims = knn_graph(x, 4, chunk=7)  # chunks that do not divide 30
+    z = torch.nn.functional.normalize(x, dim=1)
+    full = z @ z.T
+    full.fill_diagonal_(-2)
+    top, idx = full.topk(4, dim=1)
+    assert torch.equal(neighbours, idx)
+    assert torch.allclose(sims, top)
+    assert not (neighbours == torch.arange(30)[:, None]).any()
+
+
+def test_knn_graph_for_queries_keeps_identical_rows():
+    x, _ = two_clusters(20)
+    neighbours, sims = knn_graph(x, 1, queries=x[:5])
+    assert torch.equal(neighbours.flatten(), torch.arange(5))
+    assert torch.allclose(sims, torch.ones(5, 1))
+
+
+def test_knn_graph_rejects_more_neighbours_than_rows():
+    with pytest.raises(ValueError, match="only 4 candidate rows"):
+        knn_graph(torch.randn(5, 3), 5)
+
+
+def test_spreading_equals_the_dense_formula():
+    x, labels = two_clusters(24)
+    neighbours, sims = knn_graph(x, 5)
+    w = torch.zeros(24, 24)
+    for i in range(24):
+        for j, s in zip(neighbours[i], sims[i]):
+            w[i, j] += max(float(s), 0.0) ** 3
+    w = w + w.T
+    d = w.sum(1).rsqrt()
+    s_dense = d[:, None] * w * d[None, :]
+    assert torch.allclose(graph_weights(neighbours, sims).to_dense(), s_dense, atol=1e-6)
+
+    labelled = torch.tensor([0, 1])
+    y = torch.zeros(24, 10)
+    y[labelled, labels[labelled]] = 1
+    f = y.clone()
+    for _ in range(15):
+        f = 0.9 * s_dense @ f + 0.1 * y
+    f = f / f.sum(1, keepdim=True)
+    spread = label_spreading(graph_weights(neighbours, sims), labelled, labels[labelled], alpha=0.9, iterations=15)
+    assert torch.allclose(spread, f, atol=1e-5)
+
+
+def test_two_labels_spread_to_their_whole_clusters_and_to_new_points():
+    x, labels = two_clusters(60)
+    neighbours, sims = knn_graph(x, 6)
+    scores = label_spreading(graph_weights(neighbours, sims), torch.tensor([0, 1]), labels[:2])
+    assert torch.equal(scores.argmax(1), labels)
+    new, new_labels = two_clusters(20, seed=1)
+    q_neighbours, q_sims = knn_graph(x, 6, queries=new)
+    assert torch.equal(spread_predict(scores, q_neighbours, q_sims), new_labels)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.5])
+def test_spreading_rejects_an_alpha_outside_zero_one(alpha):
+    x, labels = two_clusters(10)
+    with pytest.raises(ValueError, match="alpha"):
+        label_spreading(graph_weights(*knn_graph(x, 3)), torch.tensor([0]), labels[:1], alpha=alpha)
