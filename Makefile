@@ -58,9 +58,11 @@ book: $(STAMP)
 
 # The encoders the series loads: one `python -m ptft_helpers pretrain` option set per entry,
 # options separated by commas. Add an entry when a notebook loads a new encoder.
-# 03 and 04 load the plain encoder (20 epochs); 05 loads three runs (seeds 0-2) of each pretext at 10 epochs.
+# 03 and 04 load the plain encoder (20 epochs); 05 loads three runs (seeds 0-2) of each pretext at 10 epochs
+# (06 loads run 0 of masked-rescaled too); 06 loads the SimCLR encoder (30 epochs).
 ENCODERS := --pretext=plain \
-  $(foreach p,plain denoising masked masked-rescaled,$(foreach s,0 1 2,--pretext=$(p),--seed=$(s),--epochs=10))
+  $(foreach p,plain denoising masked masked-rescaled,$(foreach s,0 1 2,--pretext=$(p),--seed=$(s),--epochs=10)) \
+  --pretext=simclr
 
 ## checkpoints: pretrain every encoder the notebooks load (full recipe), so a class never waits for one
 checkpoints: data

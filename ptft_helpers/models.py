@@ -170,6 +170,11 @@ def build_autoencoder(
 
 def autoencoder_from_config(config: dict) -> Autoencoder:
     """Rebuild an untrained autoencoder from ``model.config`` (as stored in checkpoints)."""
+    if config.get("arch") == "smallconv":
+        raise ValueError(
+            "This checkpoint holds a SimCLR encoder (pretext simclr, notebook 06), not an autoencoder: "
+            "load it with pretrained.load_or_pretrain(arch='smallconv', pretext='simclr')."
+        )
     try:
         return build_autoencoder(config["arch"], config["latent_dim"], config["hidden_dim"], config["input_dim"])
     except KeyError as err:

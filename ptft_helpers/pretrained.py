@@ -64,6 +64,11 @@ def _build(arch: str, latent_dim: int, hidden_dim: int | None, pretext: str) -> 
         if arch != "smallconv":
             raise ValueError(f"The simclr pretext trains the 'smallconv' encoder, not {arch!r}: pass arch='smallconv'.")
         return build_simclr(hidden_dim or 32, latent_dim)
+    if arch == "smallconv":
+        raise ValueError(
+            f"The 'smallconv' encoder is trained with pretext='simclr' only, not {pretext!r}: "
+            "for an autoencoder choose arch 'mlp' or 'conv'."
+        )
     return build_autoencoder(arch, latent_dim, hidden_dim)
 
 

@@ -88,6 +88,8 @@ def test_every_option_has_help_with_its_default():
         (["pretrain", "--dataset", "cifar10"], ["unknown dataset 'cifar10'", "fashion-mnist, mnist"]),
         (["data", "--dataset", "cifar10"], ["unknown dataset 'cifar10'"]),
         (["pretrain", "--arch", "resnet"], ["--arch", "'resnet'"]),
+        (["pretrain", "--arch", "smallconv"], ["'smallconv' encoder is trained with pretext='simclr' only"]),
+        (["pretrain", "--pretext", "simclr", "--arch", "mlp"], ["pass arch='smallconv'"]),
         (["pretrain", "--bogus"], ["unrecognized arguments: --bogus"]),
         ([], ["required: command"]),
         (["evaluate", "{tmp}/missing.pt"], ["evaluate: error: No checkpoint at {tmp}/missing.pt"]),
@@ -118,6 +120,22 @@ def test_data_that_cannot_be_found(capsys, tmp_path, monkeypatch):
     assert lines[0] == f"{PROG} data: error: Dataset 'mnist' is not available. Looked in:"
     assert str(tmp_path / "MNIST" / "raw") in err and "torchvision's download" in err
     assert "To fix it, either:" in err and "python -m ptft_helpers data --dataset mnist" in err
+
+
+def test_pretrain_simclr_saves_then_finds_its_checkpoint(capsys, data_env, tmp_path):
+    ckpt = tmp_path / "simclr.pt"
+    args = ["pretrain", "--pretext", "simclr", "--epochs", "1", "--train-size", "512", "--out", ckpt]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"Saved the checkpoint: {ckpt}"
+    summary = json.loads(out.splitlines()[1])
+    assert summary["pretext"] == "simclr" and summary["epochs"] == 1
+    assert "final_test_loss" not in summary and 0 < summary["final_train_loss"] < 7  # log(2 * 256 - 1) = 6.2
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"Found the checkpoint: {ckpt}"
+    code, out, err = run(capsys, "evaluate", ckpt)
+    assert_one_line_error(code, out, err, "simclr")
 
 
 def test_pretrain_evaluate_finetune(capsys, data_env, tmp_path):
