@@ -30,7 +30,7 @@ test: data
 	$(VENV)/bin/ruff format --check
 	PTFT_FAST=1 $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
 
-## notebooks: re-execute every notebook in full mode and store its outputs (about 30 min on 2 CPU cores)
+## notebooks: re-execute every notebook in full mode and store its outputs (their own run times add up to about an hour on 2 CPU cores)
 notebooks: data
 	PTFT_FAST=0 PTFT_PROGRESS=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.record_timing=False \
