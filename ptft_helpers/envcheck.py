@@ -86,7 +86,7 @@ def check_device() -> Check:
         device = pick_device()
     except ValueError as err:
         return ("device", False, str(err))
-    note = "" if device.type != "cpu" else " (no GPU found: everything runs, only slower)"
+    note = "" if device.type != "cpu" else " (no GPU found: everything runs on the CPU)"
     return ("device", True, f"{device} = {describe_device(device)}{note}")
 
 
