@@ -83,6 +83,7 @@ def test_the_headline_is_chosen_on_validation_and_meets_the_target(results):
         ("SimCLR + spreading", "random conv + spreading"),
         ("SimCLR + probe", "pixels + linear"),
         ("masked AE + spreading", "pixels + spreading"),
+        ("masked AE + spreading", "scratch conv + aug"),
         ("SimCLR two-stage", "SimCLR + probe"),
     ],
 )
