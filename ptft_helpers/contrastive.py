@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import to_inputs
-from .devices import pick_device, synchronize
+from .devices import pick_device
 from .models import IMAGE_SHAPE
 from .settings import pick
-from .training import History, TrainingDiverged, _batches, _progress, adam, check_learning_rate
+from .training import History, TrainingDiverged, _batches, _progress, adam, check_learning_rate, end_epoch
 from .validation import positive_int
 
 AUGMENT_DEFAULTS = {
@@ -226,17 +226,7 @@ def pretrain_contrastive(
                 loss.backward()
                 optimizer.step()
                 step_losses[i] = loss.detach()
-            step_losses = step_losses.cpu()
-            synchronize(device)
-            done_before = len(history["step_loss"])
-            history["step_loss"].extend(step_losses.tolist())
-            if not torch.isfinite(step_losses).all():
-                first_bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
-                raise TrainingDiverged(epoch, done_before + first_bad + 1, lr, history)
-            seconds = time.perf_counter() - start
-            history["epoch"].append(epoch)
-            history["train_loss"].append(float(step_losses.mean()))
-            history["seconds"].append(seconds)
+            seconds = end_epoch(history, epoch, step_losses, lr, start, device)
             history["images_per_s"].append(sum(len(b) for b in batches) / seconds)
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}")
             bar.update()

@@ -202,12 +202,14 @@ def _remember(key: str, stat: os.stat_result, digest: str) -> None:
         pass  # a read-only home: the record stays in memory for this process
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _digest(path: Path, algorithm: str) -> str:
+    """The hex digest of a file's bytes (``algorithm``: "sha256", "md5", ...), read in blocks."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return _digest(path, "sha256")
 
 
 def check_file(path: Path, spec: IdxFile) -> str | None:
@@ -247,14 +249,6 @@ def _problems(folder: Path, info: DatasetInfo) -> dict[str, str]:
     return {name: problem for name, problem in found.items() if problem}
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _copy_from_system(system_dir: Path, folder: Path, info: DatasetInfo, names: list[str]) -> str | None:
     """Decompress the gzip files ``names`` from ``system_dir`` into ``folder``, each checked (its .gz against the
     published MD5s, the result like any data file); return None on success or why not."""
@@ -263,7 +257,7 @@ def _copy_from_system(system_dir: Path, folder: Path, info: DatasetInfo, names: 
     if not all(s.is_file() for s in sources):
         return "no gzip IDX files"
     for spec, src in zip(specs, sources):
-        if _md5(src) not in spec.gz_md5:
+        if _digest(src, "md5") not in spec.gz_md5:
             return f"{src.name} does not match its published MD5 (damaged)"
     folder.mkdir(parents=True, exist_ok=True)
     for spec, src in zip(specs, sources):

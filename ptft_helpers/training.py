@@ -108,6 +108,26 @@ def _progress(total: int, desc: str, show: bool | None):
     )
 
 
+def end_epoch(
+    history: History, epoch: int, step_losses: torch.Tensor, lr: float, start: float, device: torch.device
+) -> float:
+    """Record a finished epoch in ``history`` (its step losses, mean loss and seconds since ``start``); return the
+    seconds. Raises ``TrainingDiverged`` at the epoch's first non-finite step loss. Shared by every pretraining loop.
+    """
+    step_losses = step_losses.cpu()
+    synchronize(device)
+    done_before = len(history["step_loss"])
+    history["step_loss"].extend(step_losses.tolist())
+    if not torch.isfinite(step_losses).all():
+        first_bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
+        raise TrainingDiverged(epoch, done_before + first_bad + 1, lr, history)
+    seconds = time.perf_counter() - start
+    history["epoch"].append(epoch)
+    history["train_loss"].append(float(step_losses.mean()))
+    history["seconds"].append(seconds)
+    return seconds
+
+
 def pretrain(
     model: nn.Module,
     images: torch.Tensor,
@@ -151,16 +171,7 @@ def pretrain(
             for i, idx in enumerate(batches):
                 target = x.index_select(0, idx)  # (B, 784)
                 step_losses[i] = pretrain_step(model, optimizer, corrupt(target, pretext, generator), target, amp)
-            step_losses = step_losses.cpu()
-            synchronize(device)
-            done_before = len(history["step_loss"])
-            history["step_loss"].extend(step_losses.tolist())
-            if not torch.isfinite(step_losses).all():
-                first_bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
-                raise TrainingDiverged(epoch, done_before + first_bad + 1, lr, history)
-            history["epoch"].append(epoch)
-            history["train_loss"].append(float(step_losses.mean()))
-            history["seconds"].append(time.perf_counter() - start)
+            end_epoch(history, epoch, step_losses, lr, start, device)
             if test_images is not None:
                 history["test_loss"].append(evaluate(model, test_images, device=device)["mse"])
                 model.train()

@@ -177,3 +177,14 @@ def test_load_or_pretrain_trains_a_simclr_encoder_once_then_loads_it(data_env):
         load_or_pretrain(pretext="simclr", epochs=1, train_size=64)
     with pytest.raises(ValueError, match="temperature"):
         load_or_pretrain(pretext="plain", temperature=0.1)
+
+
+def test_pretraining_with_nan_weights_stops_with_training_diverged(fashion):
+    from ptft_helpers.training import TrainingDiverged
+
+    model = build_simclr(channels=4)
+    with torch.no_grad():
+        model.head[-1].weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"in epoch 1 \(step 1 overall\)") as info:
+        pretrain_contrastive(model, fashion["train"].images[:16], epochs=2, batch_size=8, progress=False)
+    assert len(info.value.history["step_loss"]) == 2 and info.value.history["epoch"] == []
