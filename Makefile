@@ -2,36 +2,55 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 PORT ?= 8888
 export PYTHONUNBUFFERED := 1
 
-.PHONY: lab test data notebooks bench clean assignments autograde book checkpoints
+.PHONY: lab test test-kernels data notebooks bench clean assignments autograde book checkpoints
 
+# The package and what each target needs of its extras (pyproject.toml): lab = JupyterLab, teach = nbgrader,
+# dev = both plus the tests and the website. Each is installed once (a stamp file), again when pyproject.toml changes.
+STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[$*]"
+	touch $@ $(STAMP)
 
 ## data: download or copy the datasets into data/ (offline: Debian's dataset-fashion-mnist)
 data: $(STAMP)
 	$(PY) -m ptft_helpers data
 
 ## lab: set up, then start JupyterLab on notebooks/ (as root, with --allow-root; no news pop-ups: lab-settings/)
-lab: data
+lab: $(VENV)/.installed-lab data
 	@if [ "$$(id -u)" = 0 ]; then echo "make lab: running as root, so JupyterLab gets --allow-root."; fi
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port=$(PORT) \
 	  --LabApp.app_settings_dir="$(CURDIR)/lab-settings" $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 ## test: set up, lint (ruff check, ruff format --check), then the unit tests and every notebook under nbval, in fast mode
-test: data
+test: $(VENV)/.installed-dev data
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	PTFT_FAST=1 $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
 
+# The notebooks' second run, on other CPU kernels (README, "Any CPU"; .ci/run runs it after `make test`):
+# PyTorch's plain C++ kernels and MKL and oneDNN held to SSE4, so that an assert that holds only on this CPU's
+# kernels fails here. tests/test_colab.py and tests/test_installed.py run notebooks $(SECOND_RUN_IN_TESTS) with
+# these variables (tests/venvs.py, checked against this line); this target runs the others.
+OTHER_KERNELS := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 DNNL_MAX_CPU_ISA=SSE41
+SECOND_RUN_IN_TESTS := 00 01 02 05 06
+
+## test-kernels: every notebook not run in the Colab and installed-package tests, again, on other CPU kernels
+test-kernels: $(VENV)/.installed-dev data
+	env $(OTHER_KERNELS) PTFT_FAST=1 $(PY) -m pytest -p no:cacheprovider --nbval-lax \
+	  --nbval-sanitize-with notebooks/sanitize.cfg \
+	  $(filter-out $(foreach n,$(SECOND_RUN_IN_TESTS),notebooks/$(n)_%),$(NOTEBOOKS)) $(PYTEST_ARGS)
+
 ## notebooks: re-execute every notebook in full mode and store its outputs (their own run times add up to about an hour on 2 CPU cores)
-notebooks: data
+notebooks: $(VENV)/.installed-lab data
 	PTFT_FAST=0 PTFT_PROGRESS=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.record_timing=False \
 	  --ExecutePreprocessor.store_widget_state=False $(NOTEBOOKS)
@@ -44,16 +63,18 @@ bench: data
 NBGRADER := PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/nbgrader
 
 ## assignments: write the exercises' student versions (no solutions) to nbgrader/release/ (docs/teaching.md)
-assignments: $(STAMP)
+assignments: $(VENV)/.installed-teach
 	$(NBGRADER) generate_assignment "*" --force
 
-## autograde: grade every hand-in in nbgrader/submitted/<student>/<assignment>/ into the gradebook
-autograde: data
+## autograde: grade every hand-in in nbgrader/submitted/<student>/<assignment>/ into the gradebook; first check,
+## in the Jupyter kernel the grader uses, that it can load the data (else a hand-in would lose points quietly)
+autograde: $(VENV)/.installed-teach data
+	$(PY) -m ptft_helpers data --check --kernel python3
 	$(NBGRADER) autograde "*"
 
 ## book: build the website (README, notebooks with their outputs, teacher's guide) into _build/html/
 ## (for a site under a sub-path, e.g. GitHub Pages: BASE_URL=/<repository> make book)
-book: $(STAMP)
+book: $(VENV)/.installed-dev
 	$(VENV)/bin/jupyter-book build --html --ci
 
 # The encoders the series loads: one `python -m ptft_helpers pretrain` option set per entry,

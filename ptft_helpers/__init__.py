@@ -10,7 +10,7 @@ One module per concern, from the ground floor up:
 - ``pretrained`` (load or train the shared encoders), ``explorers`` (the latent-size and learning-rate
   experiments), ``stats`` (paired differences, t-based confidence intervals, Holm),
   ``sweep`` (many small classifiers trained at once with ``torch.func``), ``experiments`` (notebook 05's
-  label-efficiency protocol);
+  label-efficiency protocol), ``results`` (every run's row, saved to and read from the results folder);
 - ``contrastive`` (notebook 06's SimCLR: augmentations, NT-Xent, the small conv encoder), ``probes`` (linear
   probe and k-NN on fixed features);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``

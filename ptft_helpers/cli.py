@@ -1,5 +1,8 @@
 """Command line: ``python -m ptft_helpers {data,check,pretrain,finetune,evaluate} --help``.
 
+``data`` prepares a dataset and says which data folder it used, and why; ``data --check`` only checks that it
+loads (``--kernel python3``: inside that Jupyter kernel, as nbgrader's autograde will load it).
+
 Bad arguments exit with code 2 and a one-line message; nothing is overwritten by a failed run.
 A dataset that cannot be found also exits with 2, listing where it looked and how to fix it.
 ``pretrain`` prints where it saved (or found) the checkpoint; ``evaluate`` and ``finetune`` take that path as is.
@@ -10,16 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from .checkpoints import load_autoencoder
 from .contrastive import contrastive_settings
-from .data import DATASETS, balanced_subset, dataset_info, load, prepare
+from .data import DATASETS, balanced_subset, check, dataset_info, load, prepare
 from .envcheck import check_environment, print_report
 from .models import Classifier
 from .pretrained import load_or_pretrain, pretrain_settings
-from .settings import progress_enabled
+from .settings import data_folder, progress_enabled
 from .training import PRETEXTS, check_learning_rate, evaluate, finetune
 from .validation import positive_int
 
@@ -80,8 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m ptft_helpers", description="ptft: pre-training and fine-tuning helpers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("data", help="prepare a dataset in data/ and say where it came from")
+    p = sub.add_parser("data", help="prepare a dataset in the data folder and say where it came from")
     p.add_argument("--dataset", type=_dataset, default="fashion-mnist", help="fashion-mnist or mnist")
+    p.add_argument("--check", action="store_true", help="only check that it loads, fetching nothing")
+    p.add_argument(
+        "--kernel",
+        default=None,
+        help="with --check: check inside this Jupyter kernel, as nbgrader's autograde will load the data "
+        "(e.g. python3; default: in this process)",
+    )
 
     sub.add_parser("check", help="check the environment and print [OK]/[FAIL] lines")
 
@@ -178,7 +189,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "data":
-        print(f"{args.dataset}: {prepare(args.dataset)}")
+        if args.kernel and not args.check:
+            raise ValueError("--kernel goes with --check: python -m ptft_helpers data --check --kernel python3")
+        if args.check:
+            print(_check_in_kernel(args.kernel, args.dataset) if args.kernel else check(args.dataset))
+            return 0
+        source = prepare(args.dataset)
+        print(data_folder().describe("data"))
+        print(f"{args.dataset}: {source}")
         return 0
     if args.command == "check":
         return 0 if print_report(check_environment()) else 1
@@ -198,6 +216,40 @@ def _run(args: argparse.Namespace) -> int:
     scores = evaluate(classifier, test.images, test.labels)
     print(json.dumps({"labels": args.labels, "mode": args.mode, **scores}))
     return 0
+
+
+def _check_in_kernel(kernel: str, dataset: str) -> str:
+    """Run ``data.check`` inside the Jupyter kernel ``kernel``, as nbgrader runs a hand-in; return its line."""
+    try:
+        from jupyter_client.manager import start_new_kernel
+    except ImportError:
+        raise ValueError("--kernel needs Jupyter: pip install 'ptft-helpers[teach]' (make assignments does).") from None
+    with tempfile.TemporaryFile("w+") as kernel_log:  # the kernel's own messages, shown only if it fails to start
+        try:
+            manager, client = start_new_kernel(kernel_name=kernel, startup_timeout=120, stderr=kernel_log)
+        except Exception as err:  # no such kernel, or one that does not start
+            kernel_log.seek(0)
+            last = ([line for line in kernel_log.read().splitlines() if line.strip()] or [""])[-1]
+            detail = f"{type(err).__name__}: {err}" + (f"; {last}" if last else "")
+            raise ValueError(f"the Jupyter kernel {kernel!r} does not start ({detail}).") from None
+    printed, errors = [], []
+
+    def collect(message: dict) -> None:
+        content = message["content"]
+        if message["msg_type"] == "stream":
+            printed.append(content["text"])
+        elif message["msg_type"] == "error":
+            errors.append(f"{content['ename']}: {content['evalue']}")
+
+    code = f"from ptft_helpers.data import check\nprint(check({dataset!r}))"
+    try:
+        client.execute_interactive(code, output_hook=collect, timeout=300)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    if errors:
+        raise ValueError(f"in the Jupyter kernel {kernel!r} (the one grading uses): {errors[0]}")
+    return f"{''.join(printed).strip()}, in the Jupyter kernel {kernel!r}"
 
 
 def _pretrain(args: argparse.Namespace) -> int:

@@ -44,8 +44,8 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from .settings import data_dir, is_writable, user_cache_dir
-from .validation import is_whole_number
+from .settings import data_dir, data_folder, display_path, is_writable, user_cache_dir
+from .validation import ShownError, is_whole_number
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -136,8 +136,12 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-class DamagedDataError(ValueError):
+class DamagedDataError(ShownError, ValueError):
     """A dataset file is truncated or damaged and could not be replaced; the message is one line."""
+
+
+class DataNotFoundError(ShownError, FileNotFoundError):
+    """A dataset is not in the data folder and could not be fetched; the message says where it looked and the fixes."""
 
 
 @dataclass(frozen=True)
@@ -331,25 +335,29 @@ def prepare(
     """Make sure the dataset's files are in the data folder, whole and correct; return where they came from.
 
     ``system_dir`` overrides the dataset's usual system location (tests use it).
-    Missing files: raises ``FileNotFoundError`` naming every place it looked, and how to fix it.
+    Missing files: raises ``DataNotFoundError`` (a ``FileNotFoundError``) naming every place it looked, and the fixes.
     A damaged file that cannot be replaced: raises ``DamagedDataError`` (a ``ValueError``), one line.
     """
     info = dataset_info(name)
+    why = "" if root is not None else f" ({data_folder().why})"
     root = Path(root) if root is not None else data_dir()
     folder = raw_folder(info.name, root)
     problems = _problems(folder, info)
     if not problems:
-        return f"data folder {folder}"
+        return f"data folder {display_path(folder)}"
     damaged = {n: p for n, p in problems.items() if p != "missing"}
     repaired = f" (replaced the damaged {', '.join(damaged)})" if damaged else ""
     writable = is_writable(folder)
     if damaged and not writable:
         raise _damaged_error(info, folder, damaged, read_only=True)
     system = Path(system_dir) if system_dir is not None else info.system_dir
-    tried = [f"the data folder {folder}: " + ("the four IDX files are not all there" if not damaged else "damaged")]
+    tried = [
+        f"the data folder {display_path(folder)}{why}: "
+        + ("the four IDX files are not all there" if not damaged else "damaged")
+    ]
     if not writable:
         system, allow_download, allow_apt = None, False, False
-        tried.append(f"copying or downloading into {folder}: the data folder is read-only")
+        tried.append(f"copying or downloading into {display_path(folder)}: the data folder is read-only")
     if system is not None:
         reason = _copy_from_system(system, folder, info, list(problems))
         if reason is None:
@@ -372,7 +380,8 @@ def prepare(
     if damaged:
         raise _damaged_error(info, folder, damaged, read_only=False)
     fixes = [
-        f"copy the four IDX files ({', '.join(IDX_FILES)}) into {folder}, or set PTFT_DATA to a folder that has them",
+        f"copy the four IDX files ({', '.join(IDX_FILES)}) into {display_path(folder)}, "
+        "or set PTFT_DATA to a folder that has them",
         "connect to the internet once and run `python -m ptft_helpers data"
         + ("" if info.name == "fashion-mnist" else f" --dataset {info.name}")
         + "` to download them",
@@ -381,12 +390,34 @@ def prepare(
         fixes.append(f"on Debian, `sudo apt-get install {info.debian_package}` and run this again")
     else:
         fixes.append("use the dataset 'fashion-mnist', which Debian packages for offline use")
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         f"Dataset {info.name!r} is not available. Looked in:\n  - "
         + "\n  - ".join(tried)
         + "\nTo fix it, either:\n  - "
         + "\n  - ".join(fixes)
     )
+
+
+def check(name: str = "fashion-mnist", root: str | Path | None = None) -> str:
+    """Can the dataset be loaded as it is, fetching nothing? Returns where it loads from; else raises a one-line
+    ``DataNotFoundError`` or ``DamagedDataError`` naming the folder and ``PTFT_DATA``. (``make autograde`` runs this
+    in the grader's kernel first, so that missing data stops grading instead of failing the tests quietly.)"""
+    info = dataset_info(name)
+    where = f" ({data_folder().why})" if root is None else ""
+    root = Path(root) if root is not None else data_dir()
+    folder = raw_folder(info.name, root)
+    if problems := _problems(folder, info):
+        file, problem = next(iter(problems.items()))
+        fetch = "python -m ptft_helpers data" + ("" if info.name == "fashion-mnist" else f" --dataset {info.name}")
+        missing = problem == "missing"
+        raise (DataNotFoundError if missing else DamagedDataError)(
+            f"{info.name} cannot be loaded from {display_path(folder)}{where}: "
+            f"{file} is {'missing' if missing else f'damaged ({problem})'}. "
+            f"Run `{fetch}` with the same PTFT_DATA, or set PTFT_DATA to a folder that has the data."
+        )
+    for train in (True, False):
+        _load_split(info.name, str(root), train)
+    return f"{info.name} loads from {display_path(folder)}{where}"
 
 
 @functools.lru_cache(maxsize=8)

@@ -16,7 +16,8 @@ from pathlib import Path
 Check = tuple[str, bool, str]
 
 MIN_PYTHON = (3, 11)
-# pyproject.toml's dependencies (tests/test_envcheck.py keeps them in step): (import name, distribution, minimum).
+# pyproject.toml's dependencies, what the notebooks import (tests/test_envcheck.py keeps them in step):
+# (import name, distribution, minimum). JupyterLab and nbgrader are extras: Colab brings its own notebook server.
 PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("torch", "torch", "2.3"),
     ("torchvision", "torchvision", "0.18"),
@@ -24,9 +25,6 @@ PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("ipywidgets", "ipywidgets", "8.0"),
     ("tqdm", "tqdm", "4.60"),
 )
-# Dependencies not checked here: JupyterLab runs the notebooks and nbgrader grades the exercises; the notebooks
-# import neither.
-NOT_CHECKED = ("jupyterlab", "nbgrader")
 INSTALL_HINT = "run `make lab` (or `pip install -e .` in the repository) to install the project's dependencies"
 
 
@@ -100,13 +98,14 @@ def check_data(
 ) -> Check:
     """Are the dataset's files in the data folder (fetching them if they can be)? See ``data.prepare``."""
     from .data import prepare
+    from .settings import data_folder
 
     name = f"data ({dataset})"
     try:
         source = prepare(dataset, root, system_dir=system_dir, allow_download=allow_download, allow_apt=allow_apt)
     except (FileNotFoundError, ValueError) as err:
         return (name, False, str(err))
-    return (name, True, f"ready, from the {source}")
+    return (name, True, f"ready, from the {source}" + ("" if root is not None else f" ({data_folder().why})"))
 
 
 def check_environment(

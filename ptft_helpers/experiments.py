@@ -20,12 +20,10 @@ are trained together by ``sweep.train_stack``.
 from __future__ import annotations
 
 import copy
-import csv
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -361,31 +359,3 @@ def mean_accuracy(rows: Sequence[Mapping], **where) -> dict[int, float]:
 def select(rows: Sequence[Mapping], fn: Callable[[Mapping], bool]) -> list[Mapping]:
     """The rows for which ``fn(row)`` is true."""
     return [r for r in rows if fn(r)]
-
-
-def save_rows(rows: Sequence[Mapping], path: str | Path) -> None:
-    """Write one CSV line per run (columns: the union of the rows' keys, in first-seen order)."""
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def load_rows(path: str | Path) -> list[dict]:
-    """Read ``save_rows``' CSV back, with numbers as numbers and booleans as booleans (empty cells dropped)."""
-
-    def value(text: str):
-        if text in ("True", "False"):
-            return text == "True"
-        for kind in (int, float):
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-        return text
-
-    with open(path, newline="") as f:
-        return [{k: value(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]

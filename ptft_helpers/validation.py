@@ -1,10 +1,20 @@
-"""Checking arguments: one "whole number" check for every count the package takes.
+"""Checking arguments: one "whole number" check for every count the package takes, and errors meant for people.
 
 ``True`` is not a count (Python treats it as 1), and neither is ``2.0``: both are refused, so a
 typo fails loudly with a one-line ``ValueError`` that names the argument and what it got.
+
+``ShownError`` marks an error whose message is the whole story (what is wrong and how to fix it): Jupyter shows
+its message alone, without the traceback through the package's internals.
 """
 
 from __future__ import annotations
+
+
+class ShownError(Exception):
+    """Mixed into errors whose message names the problem and the fix; Jupyter (IPython) shows just the message."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for exceptions that render themselves
+        return f"{type(self).__name__}: {self}".splitlines()
 
 
 def is_whole_number(value: object, minimum: int = 1, maximum: int | None = None) -> bool:

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from ptft_helpers import data
-from ptft_helpers.settings import REPO_ROOT
 
 from helpers_idx import link_fashion
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from ptft_helpers.settings import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
+
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

@@ -106,7 +106,10 @@ def test_bad_arguments_exit_2_with_one_line(capsys, data_env, tmp_path, args, ex
 def test_data_says_where_the_files_came_from(capsys, data_env):
     code, out, err = run(capsys, "data")
     assert code == 0, err
-    assert out == f"fashion-mnist: data folder {data_env / 'FashionMNIST' / 'raw'}\n"
+    assert out == (
+        f"data folder: {data_env} (set by PTFT_DATA; set PTFT_DATA to choose another)\n"
+        f"fashion-mnist: data folder {data_env / 'FashionMNIST' / 'raw'}\n"
+    )
 
 
 def test_data_that_cannot_be_found(capsys, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """pyproject.toml and environment.yml must list the same packages with the same versions.
 
-pyproject: [project] dependencies plus the ``dev`` extra. environment.yml: the conda dependencies
+pyproject: [project] dependencies plus every extra (``lab``, ``teach``, ``dev``; ``dev`` names the other two as
+``ptft-helpers[lab,teach]``, which is the project itself, not a package). environment.yml: the conda dependencies
 (``pytorch`` is pip's ``torch``) and the entries under ``pip:`` (``-e .`` is the project itself);
 ``python`` and ``pip`` are not packages of the project. environment.yml is read with PyYAML, which
 is installed with JupyterLab (jupyterlab -> jupyter_server -> jupyter_events -> pyyaml).
@@ -29,8 +30,10 @@ def _split(requirement: str) -> tuple[str, str]:
 
 def pyproject_packages(text: str) -> dict[str, str]:
     project = tomllib.loads(text)["project"]
-    requirements = project.get("dependencies", []) + project.get("optional-dependencies", {}).get("dev", [])
-    return dict(_split(r) for r in requirements)
+    extras = project.get("optional-dependencies", {}).values()
+    requirements = project.get("dependencies", []) + [r for extra in extras for r in extra]
+    own = re.sub(r"[-_.]+", "-", project["name"]).lower()
+    return {name: spec for name, spec in map(_split, requirements) if name != own}
 
 
 def environment_packages(text: str) -> dict[str, str]:
@@ -84,9 +87,10 @@ def test_both_lists_are_read():
 PYPROJECT = """
 [project]
 name = "x"
-dependencies = ["torch>=2.3", "tqdm>=4.60", "Jupyter_Lab >= 4.0"]
+dependencies = ["torch>=2.3", "tqdm>=4.60"]
 [project.optional-dependencies]
-dev = ["pytest>=7.4", "playwright>=1.40"]
+lab = ["Jupyter_Lab >= 4.0"]
+dev = ["x[lab]", "pytest>=7.4", "playwright>=1.40"]
 """
 
 ENVIRONMENT = """

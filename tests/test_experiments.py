@@ -10,14 +10,26 @@ import torch
 from ptft_helpers import experiments as ex
 from ptft_helpers.data import balanced_subset, to_inputs
 from ptft_helpers.models import Classifier, build_autoencoder
+from ptft_helpers.probes import accuracy
 from ptft_helpers.seeding import seeded
 from ptft_helpers.sweep import Job, score_on_test, train_stack
 from ptft_helpers.training import corrupt, evaluate, finetune
 
-# A model trained in a stack must score what it scores trained alone. The stack runs the same
-# arithmetic in a different order (batched matrix products, Adam written out), so weights may differ
-# in the last bits; we allow 0.2 percentage points of test accuracy (4 of the 2,000 test images).
-TOLERANCE = 0.002
+# A model trained in a stack must be the model trained alone. The stack runs the same arithmetic in another
+# order (batched matrix products, Adam written out), so the weights differ in their last bits, and Adam, which
+# divides by the root of each weight's squared gradients, can enlarge that in weights whose gradients are near
+# zero. Measured after 20 steps on AVX-512, AVX2 and plain (ATEN_CPU_CAPABILITY=default) kernels: test logits
+# within 5e-6 of each other. We allow LOGIT_TOLERANCE, 20 times that. Predictions can then differ only on test
+# images whose two largest logits are within twice the gap (near-ties), and the accuracies by no more than those.
+LOGIT_TOLERANCE = 1e-4
+
+
+def agree_up_to_ties(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, int]:
+    """(largest logit difference, accuracy difference, near-tie images) of two classifiers' logits (N, C)."""
+    gap = float((a - b).abs().max())
+    top2 = a.topk(2, dim=1).values
+    near_ties = int((top2[:, 0] - top2[:, 1] <= 2 * gap).sum())
+    return gap, abs(accuracy(a, labels) - accuracy(b, labels)), near_ties
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +47,37 @@ def test_a_batched_run_scores_what_it_scores_trained_alone(small):
     for seed, _ in setups:
         with seeded(seed):
             models.append(Classifier(build_autoencoder().encoder))
-    alone = []
+    alone, alone_logits = [], []
     for model, (seed, lr) in zip(models, setups):
         clf = copy.deepcopy(model)
         finetune(clf, images, labels, epochs=5, lr=lr, batch_size=64, seed=seed, progress=False)  # 4 steps/epoch
         alone.append(evaluate(clf, test_images, test_labels)["accuracy"])
+        with torch.no_grad():
+            alone_logits.append(clf.eval()(xt))
     jobs = [
         Job(copy.deepcopy(m), x, labels, x[:20], labels[:20], xt, test_labels, lr, seed)
         for m, (seed, lr) in zip(models, setups)
     ]
     trained = train_stack(jobs, steps=20, batch_size=64, check_every=20)
     batched = score_on_test(jobs, trained)
-    assert max(abs(a - b) for a, b in zip(alone, batched)) <= TOLERANCE, (alone, batched)
+    for model, result, logits, a, b in zip(models, trained, alone_logits, alone, batched):
+        twin = copy.deepcopy(model)
+        twin.load_state_dict(result.params)
+        with torch.no_grad():
+            gap, accuracy_gap, near_ties = agree_up_to_ties(logits, twin.eval()(xt), test_labels)
+        assert gap <= LOGIT_TOLERANCE, gap
+        assert abs(a - b) == pytest.approx(accuracy_gap, abs=1e-9) and accuracy_gap * len(xt) <= near_ties
     assert len(set(alone)) == 3  # three different runs, not one result three times
+
+
+def test_agreement_up_to_ties_sees_a_real_difference():
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 1.001]])
+    labels = torch.tensor([0, 1, 1])
+    assert agree_up_to_ties(logits, logits.clone(), labels) == (0.0, 0.0, 0)
+    other = logits + torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.002, 0.0]])  # flips the near-tie only
+    gap, accuracy_gap, near_ties = agree_up_to_ties(logits, other, labels)
+    assert gap == pytest.approx(0.002, rel=1e-4) and accuracy_gap == pytest.approx(1 / 3) and near_ties == 1
+    assert agree_up_to_ties(logits, -logits, labels)[0] > LOGIT_TOLERANCE
 
 
 def test_early_stopping_keeps_the_best_validation_check(small):

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ptft_helpers.settings import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
+
 
 nbgrader_api = pytest.importorskip("nbgrader.api", reason="nbgrader is not installed (pip install -e '.[dev]')")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ptft_helpers.settings import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
+
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb"))
 

@@ -18,6 +18,8 @@ from ptft_helpers.pretrained import Pretrained, default_checkpoint_path, load_or
 
 from helpers_idx import link_fashion
 
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
+
 TINY = {"epochs": 1, "train_size": 500}
 TINY_ARGS = ["--epochs", "1", "--train-size", "500"]
 NAME = "fashion-mnist-mlp-256-32-plain-e1-n500-s0.pt"
@@ -142,7 +144,7 @@ def student(read_only: Path, home: Path):
     mount. As any other user, ``chmod`` is enough (the folder is made read-only by the caller).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PTFT_", "XDG_CACHE"))}
-    env.update(HOME=str(home), PTFT_DATA=str(read_only), PTFT_PROGRESS="0", PYTHONPATH=str(settings.REPO_ROOT))
+    env.update(HOME=str(home), PTFT_DATA=str(read_only), PTFT_PROGRESS="0", PYTHONPATH=str(REPO_ROOT))
     if os.geteuid() != 0:
         return [], env
     if not shutil.which("unshare"):
@@ -210,7 +212,7 @@ def _first_line_starting(stream, prefix: str) -> str:
 
 def test_two_processes_pretraining_one_checkpoint(data_env, home, tmp_path):
     out = tmp_path / "shared.pt"
-    env = {**os.environ, "PTFT_PROGRESS": "1", "PYTHONPATH": str(settings.REPO_ROOT)}
+    env = {**os.environ, "PTFT_PROGRESS": "1", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("CI", None)
     # Hold the lock ourselves until both processes wait for it, then let them race for it.
     lock = out.parent / f".{out.name}.lock"

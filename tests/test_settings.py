@@ -1,13 +1,18 @@
 """Environment switches, folders, the whole-number check and seeding: the package's ground floor."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
+import ptft_helpers
 from ptft_helpers import settings
 from ptft_helpers.seeding import seeded
 from ptft_helpers.validation import is_whole_number, positive_int, whole_number
 
-ENV = ("PTFT_FAST", "PTFT_PROGRESS", "PTFT_DATA", "PTFT_CHECKPOINTS", "XDG_CACHE_HOME", "CI")
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
+
+ENV = ("PTFT_FAST", "PTFT_PROGRESS", "PTFT_DATA", "PTFT_RESULTS", "PTFT_CHECKPOINTS", "XDG_CACHE_HOME", "CI")
 
 
 @pytest.fixture(autouse=True)
@@ -63,15 +68,76 @@ def test_progress_bars(monkeypatch):
 
 
 def test_data_dir(monkeypatch, tmp_path):
-    assert settings.data_dir() == settings.REPO_ROOT / "data"
+    assert settings.data_dir() == REPO_ROOT / "data"
     monkeypatch.setenv("PTFT_DATA", str(tmp_path))
     assert settings.data_dir() == tmp_path
     monkeypatch.setenv("PTFT_DATA", "  ")
-    assert settings.data_dir() == settings.REPO_ROOT / "data"
+    assert settings.data_dir() == REPO_ROOT / "data"
     (tmp_path / "f").write_text("")
     monkeypatch.setenv("PTFT_DATA", str(tmp_path / "f"))
     with pytest.raises(ValueError, match=r"PTFT_DATA=.* is a file, not a folder"):
         settings.data_dir()
+
+
+def test_a_clone_is_recognised_by_its_pyproject(monkeypatch, tmp_path):
+    assert settings.checkout_root() == REPO_ROOT  # the tests run from a clone
+    fake = tmp_path / "site-packages" / "ptft_helpers"
+    fake.mkdir(parents=True)
+    for text, expected in [
+        (None, None),
+        ("not toml [", None),
+        ('[project]\nname = "other"\n', None),
+        ('[project]\nname = "ptft-helpers"\n', fake.parent),
+    ]:
+        if text is not None:
+            (fake.parent / "pyproject.toml").write_text(text)
+        monkeypatch.setattr(settings, "PACKAGE_DIR", fake)
+        settings.checkout_root.cache_clear()
+        assert settings.checkout_root() == expected, text
+    settings.checkout_root.cache_clear()
+
+
+@pytest.fixture
+def installed(monkeypatch, tmp_path):
+    """As if the package were installed (no clone beside it), with a home folder of its own."""
+    monkeypatch.setattr(settings, "checkout_root", lambda: None)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_installed_the_defaults_are_per_user(installed):
+    home = installed / "home"
+    folder = settings.data_folder()
+    assert folder.path == home / ".cache" / "ptft" / "data"
+    assert folder.describe("data") == (
+        "data folder: ~/.cache/ptft/data (the per-user cache: ptft_helpers is installed, not run from a clone of "
+        "the repository; set PTFT_DATA to choose another)"
+    )
+    results = settings.results_folder()
+    assert results.path == installed / "results" and "the current folder" in results.why
+    assert settings.code_version() == f"ptft_helpers {ptft_helpers.__version__}"
+    assert settings.display_path(home / "a" / "b") == "~/a/b" and settings.display_path("/etc/x") == "/etc/x"
+
+
+def test_from_a_clone_the_defaults_are_the_clones_folders():
+    assert settings.data_folder() == (REPO_ROOT / "data", "the clone's data folder", "PTFT_DATA")
+    assert settings.results_folder().path == REPO_ROOT / "results"
+    assert settings.results_folder(fast=True).path == REPO_ROOT / "results" / "fast"
+    assert settings.display_path(REPO_ROOT / "data" / "x.pt") == "data/x.pt"
+    assert len(settings.code_version()) >= 7  # a git commit
+
+
+def test_results_folder_choices(installed, monkeypatch):
+    monkeypatch.setenv("PTFT_RESULTS", str(installed / "mine"))
+    assert settings.results_folder() == (installed / "mine", "set by PTFT_RESULTS", "PTFT_RESULTS")
+    monkeypatch.setenv("PTFT_FAST", "1")
+    assert settings.results_folder().path == installed / "mine" / "fast"
+    monkeypatch.delenv("PTFT_RESULTS")
+    monkeypatch.chdir("/proc")  # a current folder nobody can write: the per-user cache instead
+    fallback = settings.results_folder()
+    assert fallback.path == installed / "home" / ".cache" / "ptft" / "results" / "fast"
+    assert fallback.why == "the per-user cache: /proc/results cannot be written"
 
 
 def test_checkpoint_folders_in_lookup_order(monkeypatch, tmp_path):

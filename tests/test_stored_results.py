@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
-from ptft_helpers import experiments as ex
 from ptft_helpers import stats
-from ptft_helpers.settings import REPO_ROOT
+from ptft_helpers.results import load_rows
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
 
 CSV = REPO_ROOT / "results" / "06_label_efficiency.csv"
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
@@ -30,7 +32,7 @@ CONFOUNDS = ["pixels + spreading", "random conv + probe", "random conv + spreadi
 
 @pytest.fixture(scope="module")
 def results():
-    rows = ex.load_rows(CSV)
+    rows = load_rows(CSV)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
     by = {(r["method"], r["seed"]): r for r in rows}

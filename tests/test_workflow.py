@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptft_helpers.settings import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
+
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "test.yml"
 

@@ -1,0 +1,146 @@
+"""Fresh virtual environments for the tests that run the series as an installed package (Colab, a read-only
+environment, other users), and Unix users to run it as.
+
+``seeded_venv(path, ["torch", ...])`` makes a venv with ``/usr/bin/python3`` (which every user can run; the test
+run's own Python may live under ``/root``, mode 0700) and gives it exactly the named distributions and what they
+depend on, taken from the test run's own environment: every file that pip's ``RECORD`` lists for them is
+hard-linked (copied where links cannot cross file systems) into the new ``site-packages``. Those are the files
+that ``pip install`` would unpack from the same wheels, so pip sees them as installed; it takes seconds instead of
+copying PyTorch's 5.5 GB again. ``ptft_helpers`` itself is then installed for real, with pip, from a copy of the
+clone (``source_copy``), never in editable mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata as metadata
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+# What Colab ships and the notebooks import, with the kernel that runs them.
+COLAB = ("torch", "torchvision", "matplotlib", "ipywidgets", "ipykernel", "numpy", "tqdm")
+# The notebooks run here get their second run on other CPU kernels (the Makefile's OTHER_KERNELS, checked in
+# tests/test_colab.py): PyTorch's plain C++ kernels, MKL and oneDNN held to SSE4.
+OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "DNNL_MAX_CPU_ISA": "SSE41"}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def closure(names: Iterable[str]) -> list[metadata.Distribution]:
+    """The installed distributions ``names`` and everything they require here (markers evaluated, with the extras
+    that each requirement asks for, e.g. torch's ``cuda-toolkit[cublas, ...]``)."""
+    found: dict[str, metadata.Distribution] = {}
+    done: set[tuple[str, str]] = set()
+    todo = [(_canonical(n), "") for n in names]
+    while todo:
+        name, extra = todo.pop()
+        if (name, extra) in done:
+            continue
+        done.add((name, extra))
+        dist = found.setdefault(name, metadata.distribution(name))
+        environment = {**default_environment(), "extra": extra}
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate(environment):
+                wanted = _canonical(requirement.name)
+                todo += [(wanted, "")] + [(wanted, e) for e in requirement.extras]
+    return list(found.values())
+
+
+def _site_packages(venv: Path) -> Path:
+    (found,) = (venv / "lib").glob("python3*/site-packages")
+    return found
+
+
+def _place(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed: a copy is the same file
+        shutil.copy2(source, target)
+
+
+def seeded_venv(path: Path, names: Iterable[str]) -> Path:
+    """A venv at ``path`` from ``/usr/bin/python3``, holding ``names`` and their dependencies; returns its python."""
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(path)], check=True, capture_output=True, timeout=300)
+    site = _site_packages(path)
+    for dist in closure(names):
+        base = Path(dist.locate_file(""))
+        for entry in dist.files or []:
+            if entry.parts[0] == ".." or "__pycache__" in entry.parts:
+                continue  # scripts (bin/, with the other venv's python in them) and bytecode caches
+            source = base / entry
+            if source.is_file() and not (site / entry).exists():
+                _place(source, site / entry)
+    return path / "bin" / "python"
+
+
+def source_copy(target: Path) -> Path:
+    """The clone's tracked files (what `git clone` gives), copied to ``target``: pip builds there, not in the clone."""
+    files = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in files:
+        if (REPO_ROOT / name).is_file():
+            _place(REPO_ROOT / name, target / name)
+    return target
+
+
+def pip_install(python: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m pip install --quiet ...``, with the output kept for the assertion message."""
+    return subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def files_under(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` with its size (a snapshot, to see that nothing was written)."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+@contextlib.contextmanager
+def unix_user(name: str) -> Iterator[pwd.struct_passwd]:
+    """A real Unix user for the duration (created with ``useradd``, home mode 0700; removed afterwards)."""
+    if os.geteuid() != 0:
+        raise RuntimeError("creating users needs root")
+    subprocess.run(["userdel", "-r", name], capture_output=True)  # a leftover from an interrupted run
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True, capture_output=True)
+    try:
+        user = pwd.getpwnam(name)
+        Path(user.pw_dir).chmod(0o700)
+        yield user
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+
+
+def as_user(user: pwd.struct_passwd, *command: str, env: dict | None = None, cwd: Path | None = None, timeout=600):
+    """Run ``command`` as ``user`` (``setpriv``), with a clean environment of its own plus ``env``."""
+    base = {"HOME": user.pw_dir, "USER": user.pw_name, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    setpriv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
+    return subprocess.run(
+        [*setpriv, *command],
+        env={**base, **(env or {})},
+        cwd=cwd or user.pw_dir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
