@@ -49,11 +49,11 @@ test-kernels: $(VENV)/.installed-dev data
 	  --nbval-sanitize-with notebooks/sanitize.cfg \
 	  $(filter-out $(foreach n,$(SECOND_RUN_IN_TESTS),notebooks/$(n)_%),$(NOTEBOOKS)) $(PYTEST_ARGS)
 
-## notebooks: re-execute every notebook in full mode and store its outputs (their own run times add up to about an hour on 2 CPU cores)
+## notebooks: re-execute every notebook in full mode and store its outputs, timing each in full and in fast mode;
+## the times go to results/notebook_times.csv and from there to each notebook's top, the README and the guide
+## (benchmarks/time_notebooks.py; run it on a quiet machine, after `make checkpoints`)
 notebooks: $(VENV)/.installed-lab data
-	PTFT_FAST=0 PTFT_PROGRESS=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	  --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.record_timing=False \
-	  --ExecutePreprocessor.store_widget_state=False $(NOTEBOOKS)
+	$(PY) benchmarks/time_notebooks.py $(NOTEBOOK_NAMES)
 
 ## bench: time the training loop against the naive loop (see benchmarks/README.md)
 bench: data
@@ -79,8 +79,8 @@ book: $(VENV)/.installed-dev
 
 # The encoders the series loads: one `python -m ptft_helpers pretrain` option set per entry,
 # options separated by commas. Add an entry when a notebook loads a new encoder.
-# 03 and 04 load the plain encoder (20 epochs); 05 loads three runs (seeds 0-2) of each pretext at 10 epochs
-# (06 loads run 0 of masked-rescaled too); 06 loads the SimCLR encoder (30 epochs).
+# 03 and 04 load the plain encoder (20 epochs); 05 and 09 load three runs (seeds 0-2) of each pretext at 10 epochs
+# (06 and 07 load run 0 of masked-rescaled too); 06 and 07 load the SimCLR encoder (30 epochs).
 ENCODERS := --pretext=plain \
   $(foreach p,plain denoising masked masked-rescaled,$(foreach s,0 1 2,--pretext=$(p),--seed=$(s),--epochs=10)) \
   --pretext=simclr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch import nn
 from .data import to_inputs
 from .devices import pick_device
 from .models import IMAGE_SHAPE
+from .seeding import seeded
 from .settings import pick
 from .training import History, TrainingDiverged, _batches, _progress, adam, check_learning_rate, end_epoch
 from .validation import positive_int
@@ -328,13 +330,40 @@ def train_augmented(
     return history
 
 
-def head_from_probe(probe: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
-    """A linear layer on raw features equal to ``probe`` on standardised ones: W((f - mean) / std) + b.
-
-    Used for the two-stage fine-tune (Kumar et al., 2022): start the head where the linear probe ended.
-    """
-    head = nn.Linear(probe.in_features, probe.out_features)
+def augmented_trial(
+    make_classifier: Callable[[], nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    labelled: torch.Tensor,
+    val: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    lrs: Sequence[float],
+    steps: int,
+    eval_every: int,
+    seed: int,
+) -> dict:
+    """One trial of a network trained on augmented views: ``train_augmented`` on the ``labelled`` images at each
+    learning rate (a fresh ``make_classifier()`` per rate, made under ``seed``; early stopping on the ``val``
+    images); the rate with the best validation check is scored on ``test = (images, labels)`` once.
+    Returns the chosen ``lr`` and ``best_step``, its ``val_acc`` and ``test_acc``."""
+    best = None
+    for lr in lrs:
+        with seeded(seed):
+            classifier = make_classifier()
+        history = train_augmented(
+            classifier,
+            images[labelled],
+            labels[labelled],
+            (images[val], labels[val]),
+            steps=steps,
+            eval_every=eval_every,
+            lr=lr,
+            seed=seed,
+        )
+        if best is None or max(history["val_acc"]) > best[0]:  # first best on ties: the smaller rate
+            best = (max(history["val_acc"]), lr, history["best_step"][0], classifier)
+    val_acc, lr, step, classifier = best
     with torch.no_grad():
-        head.weight.copy_(probe.weight / std)
-        head.bias.copy_(probe.bias - (probe.weight / std) @ mean)
-    return head
+        test_acc = float((classifier(to_inputs(test[0])).argmax(1) == test[1]).float().mean())
+    return {"lr": lr, "best_step": step, "val_acc": val_acc, "test_acc": test_acc}

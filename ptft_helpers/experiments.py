@@ -1,10 +1,9 @@
 """The label-efficiency experiment of notebook 05: what did pretraining buy?
 
 For each number of labels n and each label-subset seed, the n labelled images are split into a
-training part and a validation part (the validation labels count against n). Then every method
-trains a classifier on the training part, once per learning rate of the grid, with the same step
-budget; the validation part picks the learning rate and the step (early stopping); the test set
-scores that one choice, once. The methods:
+training part and a validation part (the validation labels count against n). Every method then fits a
+classifier on the training part for each setting of its grid; the validation part picks the setting; the
+test set scores that one choice, once. The methods:
 
 - ``scratch``: the whole 784-256-32 MLP plus a linear head, from random weights;
 - ``fine-tune``: the same, starting from a pretrained encoder (one per pretext);
@@ -12,9 +11,14 @@ scores that one choice, once. The methods:
   for every pretrained encoder and for a random, untrained one;
 - ``pixels``: a linear head on the raw pixels (logistic regression); ``PCA32``: on 32 principal components.
 
+Networks (scratch, fine-tune) are trained with Adam at 3 learning rates for the same number of steps, with early
+stopping, many at once (``sweep.train_stack``; ``network_jobs``, ``run_sweep``). Linear heads are a convex
+problem and are fitted exactly, as in every notebook of the series: logistic regression with L-BFGS at each weight
+decay of ``probes.WEIGHT_DECAYS``, on features standardised with the unlabelled images' statistics
+(``probe_rows``). ``sweep_rows`` runs both for a list of label counts.
+
 Subset seed s uses pretraining run ``s % pretrain_runs`` of every pretext, so the spread of the paired
-differences contains the spread between pretraining runs. All runs with the same layers and data sizes
-are trained together by ``sweep.train_stack``.
+differences contains the spread between pretraining runs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from .checkpoints import load_autoencoder, save_checkpoint
 from .data import ImageData, balanced_subset, to_inputs
 from .models import Autoencoder, Classifier, build_autoencoder
 from .pca import principal_subspace
+from .probes import WEIGHT_DECAYS, select_and_score, standardizer
 from .seeding import seeded
 from .settings import checkpoint_dirs, pick, progress_enabled, writable_checkpoint_dir
 from .stats import Interval, holm, t_interval
@@ -42,8 +47,9 @@ from .training import corrupt, pretrain
 from .validation import positive_int
 
 PRETEXTS = ("plain", "denoising", "masked", "masked-rescaled")
-WHOLE_LRS = (3e-4, 1e-3, 3e-3)  # scratch and fine-tune: Adam learning rates tried
-HEAD_LRS = (1e-3, 1e-2, 1e-1)  # linear heads (probes, pixels, PCA): same number of tries
+WHOLE_LRS = (3e-4, 1e-3, 3e-3)  # networks (scratch, fine-tune, and 06's conv nets): Adam learning rates tried
+NETWORKS = ("scratch", "fine-tune")
+LINEAR_HEADS = ("probe code", "probe hidden", "pixels", "PCA32")
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,8 @@ def protocol() -> Protocol:
     """The full-run protocol (a smaller one in fast mode, same code path)."""
     return Protocol(
         label_counts=pick((20, 50, 100, 500, 1000), (20, 100)),
-        seeds_small=pick(12, 3),
-        seeds_large=pick(6, 3),
+        seeds_small=pick(12, 2),
+        seeds_large=pick(6, 2),
         pretrain_runs=pick(3, 2),
         steps=pick(150, 20),
         batch_size=128,
@@ -83,11 +89,12 @@ def protocol() -> Protocol:
 def split_labelled(labels: torch.Tensor, n: int, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of ``n`` balanced labelled examples drawn with ``seed``, split into (train, validation).
 
-    The validation part takes ``n_val / 10`` examples of each class; the rest is for training.
+    The validation part takes ``n_val / 10`` examples of each class; the rest is for training. ``n_val=0`` (no
+    validation, e.g. at one label per class) gives every example to training.
     """
     chosen = balanced_subset(labels, n, seed=seed)
     per_class = n_val // 10
-    if n_val % 10 or not 1 <= per_class < n // 10:
+    if n_val % 10 or not 0 <= per_class < n // 10:
         raise ValueError(f"n_val={n_val!r} must be a multiple of 10 that leaves each class a training example.")
     is_val = torch.zeros(len(chosen), dtype=torch.bool)
     for c in range(10):
@@ -147,106 +154,179 @@ def load_or_pretrain_on_subset(
     return model.cpu()
 
 
-def _linear(d: int, seed: int) -> nn.Linear:
-    with seeded(seed):
-        return nn.Linear(d, 10)  # (N, d) -> (N, 10)
-
-
 def _classifier(encoder: nn.Module, seed: int) -> Classifier:
     with seeded(seed):
         return Classifier(copy.deepcopy(encoder))
 
 
-def make_jobs(
+def labelled_split(train: ImageData, n: int, seed: int, n_val: int, val_counts: bool = True):
+    """(train indices, validation indices) of the protocol: ``n`` labels of which ``n_val`` validate, or with
+    ``val_counts=False`` ``n`` training labels plus ``n_val`` extra validation labels."""
+    return split_labelled(train.labels, n if val_counts else n + n_val, n_val, seed)
+
+
+def network_jobs(
     encoders: Mapping[str, Sequence[nn.Module]],
     train: ImageData,
     test: ImageData,
     *,
     n: int,
     seed: int,
-    val_counts: bool = True,
     n_val: int,
-    pca: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val_counts: bool = True,
     cache: dict | None = None,
-    methods: Sequence[str] = ("scratch", "fine-tune", "probe code", "probe hidden", "pixels", "PCA32"),
+    methods: Sequence[str] = NETWORKS,
     info: Mapping | None = None,
 ) -> list[Job]:
-    """Every (method, encoder, learning rate) job for one label count and subset seed.
+    """Every (network, encoder, learning rate) job for one label count and subset seed.
 
     ``encoders[pretext]`` lists that pretext's pretraining runs; this seed uses run ``seed % len``.
-    ``val_counts=False`` draws ``n`` training labels plus ``n_val`` extra validation labels.
-    ``pca`` is (mean, basis) for the PCA32 control; ``cache`` keeps test-set features between calls.
+    ``cache`` keeps the test inputs between calls.
     """
     cache = {} if cache is None else cache
-    if val_counts:
-        tr, va = split_labelled(train.labels, n, n_val, seed)
-    else:
-        tr, va = split_labelled(train.labels, n + n_val, n_val, seed)
+    tr, va = labelled_split(train, n, seed, n_val, val_counts)
     x_tr, x_va = to_inputs(train.images[tr]), to_inputs(train.images[va])
     y_tr, y_va = train.labels[tr], train.labels[va]
     if "test" not in cache:
         cache["test"] = to_inputs(test.images)
-    x_te = cache["test"]
     base = {"labels": n, "seed": seed, "val_counts": val_counts, "n_train": len(tr), "n_val": len(va), **(info or {})}
     jobs = []
 
-    def add(method, model, inputs, test_x, lrs, **extra):
-        for lr in lrs:
-            jobs.append(
-                Job(
-                    copy.deepcopy(model),
-                    inputs[0],
-                    y_tr,
-                    inputs[1],
-                    y_va,
-                    test_x,
-                    test.labels,
-                    lr,
-                    seed,
-                    {**base, "method": method, "lr": lr, **extra},
-                )
-            )
+    def add(method: str, model: nn.Module, **extra) -> None:
+        for lr in WHOLE_LRS:
+            row = {**base, "method": method, "lr": lr, **extra}
+            jobs.append(Job(copy.deepcopy(model), x_tr, y_tr, x_va, y_va, cache["test"], test.labels, lr, seed, row))
 
+    if "scratch" in methods:
+        with seeded(seed):
+            random_encoder = build_autoencoder().encoder
+        add("scratch", _classifier(random_encoder, seed), encoder="none")
+    if "fine-tune" in methods:
+        for p, runs in encoders.items():
+            run = seed % len(runs)
+            add("fine-tune", _classifier(runs[run], seed), encoder=p, pretrain_run=run)
+    return jobs
+
+
+def _standardised(
+    name: tuple, make: Callable[[torch.Tensor], torch.Tensor], train: ImageData, test: ImageData, cache: dict
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of all training and test images for ``make`` (inputs -> features), standardised with the
+    (unlabelled) training images' mean and spread; computed once per ``name`` and kept in ``cache``."""
+    if name not in cache:
+        train_f = make(to_inputs(train.images))
+        mean, std = standardizer(train_f)
+        cache[name] = ((train_f - mean) / std, (make(to_inputs(test.images)) - mean) / std)
+    return cache[name]
+
+
+def probe_rows(
+    encoders: Mapping[str, Sequence[nn.Module]],
+    train: ImageData,
+    test: ImageData,
+    *,
+    n: int,
+    seed: int,
+    n_val: int,
+    val_counts: bool = True,
+    pca: tuple[torch.Tensor, torch.Tensor] | None = None,
+    cache: dict | None = None,
+    methods: Sequence[str] = LINEAR_HEADS,
+    info: Mapping | None = None,
+) -> list[dict]:
+    """One row per linear head (probes on every encoder and on a random one, pixels, PCA32) for one label count
+    and subset seed: logistic regression at each weight decay, the one with the best validation accuracy scored
+    on the test set once (``probes.select_and_score``)."""
+    cache = {} if cache is None else cache
+    tr, va = labelled_split(train, n, seed, n_val, val_counts)
+    y_tr, y_va = train.labels[tr], train.labels[va]
+    base = {"labels": n, "seed": seed, "val_counts": val_counts, "n_train": len(tr), "n_val": len(va), **(info or {})}
     with seeded(seed):
         random_encoder = build_autoencoder().encoder
-    runs = {p: (runs[seed % len(runs)], seed % len(runs)) for p, runs in encoders.items()}
-    if "scratch" in methods:
-        add("scratch", _classifier(random_encoder, seed), (x_tr, x_va), x_te, WHOLE_LRS, encoder="none")
-    if "fine-tune" in methods:
-        for p, (enc, run) in runs.items():
-            add("fine-tune", _classifier(enc, seed), (x_tr, x_va), x_te, WHOLE_LRS, encoder=p, pretrain_run=run)
+    heads: list[tuple[str, dict, tuple, Callable]] = []
     for layer in ("code", "hidden"):
-        if f"probe {layer}" not in methods:
-            continue
-        for p, (enc, run) in [*runs.items(), ("random", (random_encoder, seed))]:
-            key = (p, run, layer)
-            if key not in cache:
-                cache[key] = features(enc, x_te, layer)
-            f_tr, f_va = features(enc, x_tr, layer), features(enc, x_va, layer)
-            add(
-                f"probe {layer}",
-                _linear(f_tr.shape[1], seed),
-                (f_tr, f_va),
-                cache[key],
-                HEAD_LRS,
-                encoder=p,
-                pretrain_run=run,
+        if f"probe {layer}" in methods:
+            for p, runs in encoders.items():
+                run = seed % len(runs)
+                heads.append(
+                    (
+                        f"probe {layer}",
+                        {"encoder": p, "pretrain_run": run},
+                        (p, run, layer),
+                        lambda x, e=runs[run], layer=layer: features(e, x, layer),
+                    )
+                )
+            heads.append(
+                (
+                    f"probe {layer}",
+                    {"encoder": "random"},
+                    ("random", seed, layer),
+                    lambda x, layer=layer: features(random_encoder, x, layer),
+                )
             )
     if "pixels" in methods:
-        add("pixels", _linear(784, seed), (x_tr, x_va), x_te, HEAD_LRS, encoder="none")
+        heads.append(("pixels", {"encoder": "none"}, ("pixels",), lambda x: x))
     if "PCA32" in methods and pca is not None:
         mean, basis = pca
-        if "pca" not in cache:
-            cache["pca"] = (x_te - mean) @ basis
-        add(
-            "PCA32",
-            _linear(basis.shape[1], seed),
-            ((x_tr - mean) @ basis, (x_va - mean) @ basis),
-            cache["pca"],
-            HEAD_LRS,
-            encoder="pca",
+        heads.append(("PCA32", {"encoder": "pca"}, ("pca",), lambda x: (x - mean) @ basis))
+    rows = []
+    for method, extra, key, make in heads:
+        start = time.perf_counter()
+        f_train, f_test = _standardised(key, make, train, test, cache)
+        chosen = select_and_score(
+            (f_train[tr], y_tr), (f_train[va], y_va), (f_test, test.labels), weight_decays=WEIGHT_DECAYS
         )
-    return jobs
+        rows.append(
+            {
+                **base,
+                "method": method,
+                **extra,
+                "weight_decay": chosen["weight_decay"],
+                "val_acc": chosen["val_acc"],
+                "test_acc": chosen["test_acc"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    return rows
+
+
+def sweep_rows(
+    encoders: Mapping[str, Sequence[nn.Module]],
+    train: ImageData,
+    test: ImageData,
+    prot: Protocol,
+    *,
+    label_counts: Sequence[int] | None = None,
+    val_counts: bool = True,
+    methods: Sequence[str] = (*NETWORKS, *LINEAR_HEADS),
+    pca: tuple[torch.Tensor, torch.Tensor] | None = None,
+    cache: dict | None = None,
+    info: Mapping | None = None,
+    desc: str = "sweep",
+) -> list[dict]:
+    """Every method's row at every label count (default ``prot.label_counts``) and subset seed of ``prot``:
+    the networks trained together (``run_sweep``), then the linear heads (``probe_rows``)."""
+    cache = {} if cache is None else cache
+    counts = prot.label_counts if label_counts is None else label_counts
+    settings = [(n, seed) for n in counts for seed in prot.seeds(n)]
+    common = {"val_counts": val_counts, "cache": cache, "info": info}
+    plan = [
+        [
+            job
+            for seed in prot.seeds(n)
+            for job in network_jobs(
+                encoders, train, test, n=n, seed=seed, n_val=prot.val_size(n), methods=methods, **common
+            )
+        ]
+        for n in counts
+    ]
+    rows = run_sweep([jobs for jobs in plan if jobs], prot, desc=desc) if any(plan) else []
+    heads = [m for m in methods if m in LINEAR_HEADS]
+    for n, seed in tqdm(settings, desc=f"{desc}: linear heads", disable=not heads or not progress_enabled()):
+        rows += probe_rows(
+            encoders, train, test, n=n, seed=seed, n_val=prot.val_size(n), pca=pca, methods=heads, **common
+        )
+    return rows
 
 
 def fit_pca(train: ImageData, k: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

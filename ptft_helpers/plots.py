@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .explorers import DIVERGENCE_FACTOR
+from .stats import t_interval
 
 LABELS = {
     "train_loss": "train loss",
@@ -107,24 +108,19 @@ def plot_history(
     return fig
 
 
-def plot_label_efficiency(summary: Sequence[Mapping], *, title: str = "Test accuracy vs number of labels") -> Figure:
-    """Mean test accuracy (error bars: one standard deviation over seeds) per method vs labels (log x)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    methods = list(dict.fromkeys(row["method"] for row in summary))
-    for i, method in enumerate(methods):
-        rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["labels"])
-        x = [r["labels"] * (1 + 0.04 * (i - len(methods) / 2)) for r in rows]  # small offsets: bars stay visible
-        ax.errorbar(
-            x,
-            [100 * r["mean"] for r in rows],
-            yerr=[100 * r["std"] for r in rows],
-            marker="o",
-            ms=4,
-            capsize=3,
-            label=method,
-        )
+def plot_label_efficiency(
+    curves: Mapping[str, Mapping[int, Sequence[float]]], *, title: str = "Test accuracy against the number of labels"
+) -> Figure:
+    """One line per method: mean test accuracy against the number of labels (log axis), with its t-based 95%
+    confidence interval over label draws as a band. ``curves[method][n]`` holds the accuracies in % (one per draw)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    for method, by_n in curves.items():
+        counts = sorted(by_n)
+        cis = [t_interval(by_n[n]) for n in counts]
+        (line,) = ax.plot(counts, [ci.mean for ci in cis], marker="o", ms=4, label=method)
+        ax.fill_between(counts, [ci.low for ci in cis], [ci.high for ci in cis], color=line.get_color(), alpha=0.15)
     ax.set_xscale("log")
-    ax.set_xlabel("number of labelled training images (log scale)")
+    ax.set_xlabel("labels n (validation included; log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")

@@ -4,7 +4,7 @@
 version, the CPU, the protocol) into the results folder (``settings.results_folder``: ``$PTFT_RESULTS``, else the
 clone's ``results/``, else ``results/`` in the current folder; a ``fast/`` subfolder in fast mode), atomically, so
 an interrupted run never leaves half a file. ``full_run_rows(name)`` reads a full run back: your own, else the
-one stored in the clone.
+one stored in the clone; ``latest_rows(name)`` prefers this mode's own run (a fast one in fast mode).
 """
 
 from __future__ import annotations
@@ -80,3 +80,10 @@ def full_run_rows(name: str) -> list[dict] | None:
         if (folder / f"{name}.csv").is_file():
             return load_rows(folder / f"{name}.csv")
     return None
+
+
+def latest_rows(name: str) -> list[dict] | None:
+    """The rows of ``<name>`` for this mode: this mode's results folder (a fast run's in fast mode), else a full
+    run's (``full_run_rows``); None when there are none."""
+    path = results_folder().path / f"{name}.csv"
+    return load_rows(path) if path.is_file() else full_run_rows(name)

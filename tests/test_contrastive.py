@@ -18,7 +18,7 @@ from ptft_helpers.contrastive import (
     pretrain_contrastive,
     simclr_from_config,
 )
-from ptft_helpers.probes import fit_linear_probe, knn_predict, select_and_score
+from ptft_helpers.probes import fit_linear_probe, select_and_score
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_pretext.py"
 NO_AUGMENTATION = {
@@ -128,13 +128,12 @@ def test_pretraining_rejects_unknown_augmentations(fashion):
         pretrain_contrastive(build_simclr(channels=4), fashion["train"].images[:8], epochs=1, rotate=10)
 
 
-def test_linear_probe_separates_separable_data_and_knn_finds_itself():
+def test_linear_probe_separates_separable_data():
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(10).repeat(5)
     features = torch.nn.functional.one_hot(labels, 10).float() * 3 + 0.1 * torch.randn(50, 10, generator=gen)
     probe = fit_linear_probe(features, labels, weight_decay=1e-3)
     assert bool((probe(features).argmax(1) == labels).all())
-    assert torch.equal(knn_predict(features, labels, features, k=1), labels)
     with pytest.raises(ValueError, match="labels"):
         fit_linear_probe(features, labels[:-1], weight_decay=0.1)
 
@@ -144,9 +143,14 @@ def test_select_and_score_chooses_on_validation_and_scores_test_once():
     labels = torch.arange(10).repeat(20)
     features = torch.nn.functional.one_hot(labels, 10).float() + 0.3 * torch.randn(200, 10, generator=gen)
     train, val, test = [(features[i::3], labels[i::3]) for i in range(3)]
-    out = select_and_score(train, val, test, weight_decays=[1e-3, 1e3], ks=[1])
-    assert out["probe"] == "linear" and out["weight_decay"] == 1e-3  # an enormous weight decay predicts one class
+    out = select_and_score(train, val, test, weight_decays=[1e3, 1e-3])
+    assert out["weight_decay"] == 1e-3  # an enormous weight decay predicts one class
     assert out["val_acc"] > 0.8 and out["test_acc"] > 0.8
+    # With no validation images, a single setting is used as it is.
+    alone = select_and_score(train, (val[0][:0], val[1][:0]), test, weight_decays=[1e-3])
+    assert math.isnan(alone["val_acc"]) and alone["test_acc"] == out["test_acc"]
+    with pytest.raises(ValueError, match="single weight decay"):
+        select_and_score(train, (val[0][:0], val[1][:0]), test, weight_decays=[1e-3, 1e-2])
 
 
 def test_bench_pretext_runs_and_writes_its_numbers(tmp_path):

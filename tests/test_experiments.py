@@ -10,7 +10,7 @@ import torch
 from ptft_helpers import experiments as ex
 from ptft_helpers.data import balanced_subset, to_inputs
 from ptft_helpers.models import Classifier, build_autoencoder
-from ptft_helpers.probes import accuracy
+from ptft_helpers.probes import WEIGHT_DECAYS, accuracy, fit_linear_probe
 from ptft_helpers.seeding import seeded
 from ptft_helpers.sweep import Job, score_on_test, train_stack
 from ptft_helpers.training import corrupt, evaluate, finetune
@@ -122,6 +122,10 @@ def test_split_is_balanced_disjoint_and_counts_against_n(fashion):
     assert set(torch.cat([train_idx, val_idx]).tolist()) == set(balanced_subset(labels, 100, seed=4).tolist())
     with pytest.raises(ValueError, match="multiple of 10"):
         ex.split_labelled(labels, 100, 15, seed=0)
+    with pytest.raises(ValueError, match="leaves each class a training example"):
+        ex.split_labelled(labels, 20, 20, seed=0)
+    one_each, none = ex.split_labelled(labels, 10, 0, seed=4)  # one label per class: nothing left to validate
+    assert len(none) == 0 and torch.bincount(labels[one_each], minlength=10).tolist() == [1] * 10
 
 
 def test_protocol_sizes():
@@ -130,17 +134,19 @@ def test_protocol_sizes():
     assert [prot.val_size(n) for n in (20, 50, 100, 1000)] == [10, 10, 20, 200]
 
 
-def test_jobs_pair_every_method_on_the_same_labelled_images(fashion):
-    train, test = fashion["train"], fashion["test"]
+def test_every_method_sees_the_same_labelled_images(fashion):
+    train, test = fashion["train"].subset(torch.arange(3000)), fashion["test"].subset(torch.arange(500))
     with seeded(7):
         encoders = {"plain": [build_autoencoder().encoder, build_autoencoder().encoder]}
-    jobs = ex.make_jobs(
-        encoders, train, test, n=50, seed=3, n_val=10, pca=ex.fit_pca(train.subset(torch.arange(2000))), cache={}
-    )
-    methods = {(j.info["method"], j.info["encoder"]) for j in jobs}
-    assert methods == {
-        ("scratch", "none"),
-        ("fine-tune", "plain"),
+    jobs = ex.network_jobs(encoders, train, test, n=50, seed=3, n_val=10, cache={})
+    assert {(j.info["method"], j.info["encoder"]) for j in jobs} == {("scratch", "none"), ("fine-tune", "plain")}
+    assert len(jobs) == 3 * 2  # three learning rates each
+    assert len({tuple(j.train_y.tolist()) for j in jobs}) == 1  # every network sees the same labelled subset
+    assert {j.info["pretrain_run"] for j in jobs if j.info["encoder"] == "plain"} == {1}  # seed 3 -> run 3 % 2
+    assert {j.info["n_train"] for j in jobs} == {40}
+    pca = ex.fit_pca(train)
+    rows = ex.probe_rows(encoders, train, test, n=50, seed=3, n_val=10, pca=pca, cache={})
+    assert {(r["method"], r["encoder"]) for r in rows} == {
         ("probe code", "plain"),
         ("probe code", "random"),
         ("probe hidden", "plain"),
@@ -148,11 +154,25 @@ def test_jobs_pair_every_method_on_the_same_labelled_images(fashion):
         ("pixels", "none"),
         ("PCA32", "pca"),
     }
-    assert len(jobs) == 3 * len(methods)  # three learning rates each
-    labels = {tuple(j.train_y.tolist()) for j in jobs}
-    assert len(labels) == 1  # every method sees the same labelled subset
-    assert {j.info["pretrain_run"] for j in jobs if j.info["encoder"] == "plain"} == {1}  # seed 3 -> run 3 % 2
-    assert {j.info["n_train"] for j in jobs} == {40}
+    assert {r["n_train"] for r in rows} == {40} and all(r["weight_decay"] in WEIGHT_DECAYS for r in rows)
+
+
+def test_a_linear_head_row_is_logistic_regression_chosen_on_validation(fashion):
+    """probe_rows' pixels row, by hand: standardise with the training images, fit every weight decay, keep the
+    best on the 10 validation images, score the test set once."""
+    train, test = fashion["train"].subset(torch.arange(3000)), fashion["test"].subset(torch.arange(500))
+    (row,) = ex.probe_rows({}, train, test, n=50, seed=1, n_val=10, methods=("pixels",))
+    tr, va = ex.split_labelled(train.labels, 50, 10, seed=1)
+    x, x_test = to_inputs(train.images), to_inputs(test.images)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    x, x_test = (x - mean) / std, (x_test - mean) / std
+    scored = [
+        (accuracy(fit_linear_probe(x[tr], train.labels[tr], wd)(x[va]), train.labels[va]), wd) for wd in WEIGHT_DECAYS
+    ]
+    best_val, best_wd = max(scored, key=lambda s: s[0])  # the first of equal scores, as the helper
+    probe = fit_linear_probe(x[tr], train.labels[tr], best_wd)
+    assert (row["weight_decay"], row["val_acc"]) == (best_wd, best_val)
+    assert row["test_acc"] == accuracy(probe(x_test), test.labels)
 
 
 def test_paired_gains_by_hand():

@@ -25,7 +25,7 @@ if os.geteuid() != 0 or not Path("/usr/bin/python3").is_file():
 
 CORE = [r.split(">")[0] for r in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
 RUNNER = ["ipykernel", "pytest", "nbval"]  # to run the notebooks; not what the package needs
-NOTEBOOKS = ("05_what_pretraining_bought.ipynb", "06_beyond_reconstruction.ipynb")
+NOTEBOOKS = ("05_what_pretraining_bought.ipynb", "06_contrastive_pretraining.ipynb")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,18 @@
 """Label spreading over a k-NN graph (probes.knn_graph, graph_weights, label_spreading, spread_predict)."""
 
+import math
+
 import pytest
 import torch
 
-from ptft_helpers.probes import graph_weights, knn_graph, label_spreading, spread_predict
+from ptft_helpers.probes import (
+    graph_weights,
+    knn_graph,
+    label_spreading,
+    spread_and_score,
+    spread_predict,
+    spreading_graph,
+)
 
 
 def two_clusters(n: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,3 +90,22 @@ def test_spreading_rejects_an_alpha_outside_zero_one(alpha):
     x, labels = two_clusters(10)
     with pytest.raises(ValueError, match="alpha"):
         label_spreading(graph_weights(*knn_graph(x, 3)), torch.tensor([0]), labels[:1], alpha=alpha)
+
+
+def test_spread_and_score_chooses_on_validation_and_reads_no_other_label():
+    x, labels = two_clusters(60)
+    new, new_labels = two_clusters(20, seed=1)
+    graph = spreading_graph(x, new, ks=(3, 6), dims=2)  # 3 features: projected on their top 2 directions first
+    assert set(graph.weights) == {3, 6} and graph.test_neighbours.shape == (20, 6)
+    labelled, val = torch.tensor([0, 1]), torch.arange(2, 20)
+    hidden = labels.clone()
+    hidden[20:] = 7  # labels that the spreading must not read: neither labelled nor validation
+    settings = ((3, 0.9), (6, 0.9), (6, 0.99))
+    out = spread_and_score(graph, labelled, val, hidden, new_labels, settings=settings)
+    each = [spread_and_score(graph, labelled, val, hidden, new_labels, settings=(s,))["val_acc"] for s in settings]
+    assert (out["k"], out["alpha"]) == settings[each.index(max(each))]  # the first of the best on validation
+    assert out["val_acc"] == max(each) == 1.0 and out["test_acc"] == 1.0
+    alone = spread_and_score(graph, labelled, val[:0], hidden, new_labels, settings=((6, 0.99),))
+    assert math.isnan(alone["val_acc"]) and alone["test_acc"] == 1.0
+    with pytest.raises(ValueError, match="single"):
+        spread_and_score(graph, labelled, val[:0], hidden, new_labels)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,3 +167,30 @@ def test_untouched_student_version_gets_zero_without_crashing(course):
             assert most > 0 and score == 0, f"{assignment}: the untouched student version scored {score} of {most}"
             autograded = root / "autograded" / "blank" / assignment
             assert any(autograded.glob("*.ipynb")), f"no autograded notebook for {assignment}"
+
+
+def exercise_titles(notebook: Path) -> list[str]:
+    """The bold titles of a notebook's numbered exercises, without their final full stop."""
+    cells = read_cells(notebook)
+    text = next(c["source"] for c in cells if c["cell_type"] == "markdown" and c["source"].startswith("## Exercises"))
+    return [t.rstrip(".") for t in re.findall(r"^\s*\d+\.\s+\*\*(.+?)\*\*", text, re.MULTILINE)]
+
+
+def task_titles(assignment: Path) -> list[str]:
+    """The titles of a graded assignment's tasks, from its '## N. Title (k points)' headings."""
+    return [
+        m.group(1) for c in read_cells(assignment) if (m := re.match(r"## \d+\. (.+?) \(\d+ points?\)", c["source"]))
+    ]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_each_notebooks_exercises_are_its_graded_tasks(assignment):
+    notebook = REPO_ROOT / "notebooks" / f"{assignment}.ipynb"
+    assert notebook.is_file(), f"the assignment {assignment} goes with no notebook of that name"
+    (graded,) = (SOURCE / assignment).glob("*.ipynb")
+    assert exercise_titles(notebook) == task_titles(graded)
+
+
+def test_the_exercise_check_reads_both_lists():
+    assert exercise_titles(REPO_ROOT / "notebooks" / "01_loss_math.ipynb")[0] == "MSE by hand"
+    assert task_titles(SOURCE / "01_loss_math" / "01_loss_math.ipynb")[0] == "MSE by hand"

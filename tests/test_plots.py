@@ -45,7 +45,7 @@ def test_every_figure_uses_constrained_layout():
         plots.show_images(images(3)),
         plots.show_image_rows({"a": images(2)}),
         plots.plot_history({"epoch": [1], "train_loss": [0.1]}),
-        plots.plot_label_efficiency([{"method": "m", "labels": 10, "mean": 0.5, "std": 0.1}]),
+        plots.plot_label_efficiency({"m": {10: [50.0, 52.0], 100: [60.0, 61.0]}}),
         plots.plot_latent_sizes({2: latent_result(2, 0.05)}),
         plots.plot_learning_rates({1e-3: lr_result(1e-3, [0.2, 0.1])}),
     ]
@@ -79,12 +79,15 @@ def test_plot_history_one_or_several():
     assert ax.get_yscale() == "log"
 
 
-def test_plot_label_efficiency_draws_a_line_per_method():
-    summary = [{"method": m, "labels": n, "mean": 0.5 + n / 1000, "std": 0.01} for m in ("a", "b") for n in (10, 100)]
-    (ax,) = plots.plot_label_efficiency(summary).get_axes()
+def test_plot_label_efficiency_draws_a_line_and_a_band_per_method():
+    curves = {m: {n: [50 + n / 10 + d, 51 + n / 10 - d] for n in (10, 100)} for m, d in (("a", 0.5), ("b", 2.0))}
+    (ax,) = plots.plot_label_efficiency(curves).get_axes()
     assert ax.get_xscale() == "log"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
     assert ax.get_ylabel() == "test accuracy (%)"
+    (a, b) = ax.get_lines()
+    assert list(a.get_xdata()) == [10, 100] and list(a.get_ydata()) == [51.5, 60.5]  # the means
+    assert len(ax.collections) == 2  # one confidence band per method
 
 
 def test_plot_latent_sizes_marks_the_current_size():

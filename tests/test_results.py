@@ -30,6 +30,9 @@ def test_fast_runs_save_beside_not_over_a_full_run(results_env, monkeypatch):
     fast = results.save_results(ROWS[:1], "07_example", {})
     assert fast == results_env / "fast" / "07_example.csv"
     assert results.full_run_rows("07_example") == ROWS  # the full run's, even in fast mode
+    assert results.latest_rows("07_example") == results.load_rows(fast)  # this mode's own run first
+    monkeypatch.delenv("PTFT_FAST")
+    assert results.latest_rows("07_example") == ROWS
 
 
 def test_a_full_run_is_found_in_the_clone_when_not_run_here(results_env):

@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Run every notebook in full (storing its outputs) and in fast mode, timing both: the series' run-time record.
+
+``make notebooks`` runs this. For each notebook, in order: a fast-mode run (``PTFT_FAST=1``, outputs thrown away),
+then a full run (``PTFT_FAST=0``, outputs stored in the notebook), each with ``jupyter nbconvert --execute``, kernel
+start included. Every run's row goes to ``results/notebook_times.csv``: notebook, mode, wall seconds, the CPU, the
+PyTorch threads, the 1-minute load average just before the run, the date and the code version. A notebook's
+earlier rows are replaced.
+
+From that record it then writes the times where people read them: the ``**Run time:**`` line at the top of each
+notebook, and the tables between ``<!-- notebook-times -->`` markers in README.md and docs/teaching.md.
+``tests/test_run_times.py`` checks that they agree with the record.
+
+Time only on a quiet machine: other processes on the same cores made times 3 to 16 times longer. The load average
+is recorded so that a reader can tell. ``--fast-only`` times fast mode without touching the stored outputs;
+``--write-only`` rewrites the prose from the existing record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing the package
+    sys.path.insert(0, str(REPO_ROOT))
+
+from ptft_helpers.devices import cpu_name  # noqa: E402
+from ptft_helpers.settings import code_version  # noqa: E402
+
+RECORD = REPO_ROOT / "results" / "notebook_times.csv"
+FIELDS = ["notebook", "mode", "seconds", "cpu", "threads", "load_before", "date", "code_version"]
+MARKER = re.compile(r"(<!-- notebook-times -->\n).*?(<!-- /notebook-times -->)", re.DOTALL)
+RUN_TIME = re.compile(r"^\*\*Run time:\*\*.*$", re.MULTILINE)
+
+
+def notebooks() -> list[Path]:
+    return sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb"))
+
+
+def duration(seconds: float) -> str:
+    """A wall time as people read it: '44 s', '3 min 05 s'."""
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def execute(path: Path, fast: bool) -> float:
+    """Run ``path`` with nbconvert; in full mode store the outputs in place. Returns the wall seconds."""
+    env = {**os.environ, "PTFT_FAST": "1" if fast else "0", "PTFT_PROGRESS": "0"}
+    out = "--stdout" if fast else "--inplace"  # fast mode: the executed notebook is printed and thrown away
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "nbconvert",
+        "--to",
+        "notebook",
+        "--execute",
+        out,
+        "--ExecutePreprocessor.timeout=3600",
+        "--ExecutePreprocessor.record_timing=False",
+        "--ExecutePreprocessor.store_widget_state=False",
+        str(path),
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=path.parent, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{path.name} ({'fast' if fast else 'full'} mode) failed:\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def read_record() -> list[dict]:
+    if not RECORD.is_file():
+        return []
+    with open(RECORD, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_record(rows: list[dict]) -> None:
+    RECORD.parent.mkdir(parents=True, exist_ok=True)
+    with open(RECORD, "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["notebook"], r["mode"])))
+
+
+def times(record: list[dict]) -> dict[str, dict[str, dict]]:
+    """{notebook: {"full": row, "fast": row}} from the record."""
+    out: dict[str, dict[str, dict]] = {}
+    for row in record:
+        out.setdefault(row["notebook"], {})[row["mode"]] = row
+    return out
+
+
+def run_time_line(full: dict, fast: dict) -> str:
+    """The ``**Run time:**`` line of a notebook, from its two rows of the record."""
+    return (
+        f"**Run time:** full run {duration(float(full['seconds']))}, fast mode (`PTFT_FAST=1`) "
+        f"{duration(float(fast['seconds']))}: measured by `make notebooks` on {full['date']} on a "
+        f"{full['threads']}-thread {full['cpu']} with no GPU (load average before the run "
+        f"{float(full['load_before']):.1f}), with the encoders of `make checkpoints` already trained."
+    )
+
+
+def table(record: dict[str, dict[str, dict]]) -> str:
+    rows = ["| notebook | full run | fast mode |", "| --- | ---: | ---: |"]
+    for name, modes in sorted(record.items()):
+        rows.append(
+            f"| {name.removesuffix('.ipynb')} | {duration(float(modes['full']['seconds']))} | "
+            f"{duration(float(modes['fast']['seconds']))} |"
+        )
+    first = next(iter(record.values()))["full"]
+    total = sum(float(m["full"]["seconds"]) for m in record.values())
+    rows.append(f"| all, in full | {duration(total)} | |")
+    return "\n".join(rows) + (
+        f"\n\nMeasured by `make notebooks` (`benchmarks/time_notebooks.py`) on a "
+        f"{first['threads']}-thread {first['cpu']}, no GPU, on {first['date']}; "
+        "each notebook from a fresh kernel, kernel start included, with the encoders of "
+        "`make checkpoints` already trained. The record: `results/notebook_times.csv`.\n"
+    )
+
+
+def write_prose(record: dict[str, dict[str, dict]]) -> None:
+    for path in notebooks():
+        modes = record.get(path.name)
+        if not modes or set(modes) != {"full", "fast"}:
+            raise SystemExit(f"{path.name} has no full and fast time in {RECORD.name}: time it first")
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        first = "".join(nb["cells"][0]["source"])
+        updated = RUN_TIME.sub(run_time_line(modes["full"], modes["fast"]).replace("\\", "\\\\"), first, count=1)
+        if updated != first:
+            nb["cells"][0]["source"] = updated.splitlines(keepends=True)
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    for doc in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "teaching.md"):
+        text = doc.read_text(encoding="utf-8")
+        if not MARKER.search(text):
+            raise SystemExit(f"{doc.name} has no <!-- notebook-times --> markers")
+        doc.write_text(MARKER.sub(lambda m: m.group(1) + table(record) + m.group(2), text), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="notebooks to time (default: all), e.g. 05_what_pretraining_bought")
+    parser.add_argument("--fast-only", action="store_true", help="time fast mode only; keep the stored outputs")
+    parser.add_argument("--write-only", action="store_true", help="only rewrite the prose from the record")
+    args = parser.parse_args(argv)
+    record = read_record()
+    if not args.write_only:
+        chosen = [p for p in notebooks() if not args.names or p.stem in args.names or p.name in args.names]
+        for path in chosen:
+            for fast in (True,) if args.fast_only else (True, False):
+                mode = "fast" if fast else "full"
+                load = load_average()
+                if load > 1.0:
+                    print(f"warning: load average {load:.1f} before {path.name} ({mode}): the time will be long")
+                seconds = execute(path, fast)
+                record = [r for r in record if (r["notebook"], r["mode"]) != (path.name, mode)]
+                record.append(
+                    {
+                        "notebook": path.name,
+                        "mode": mode,
+                        "seconds": f"{seconds:.1f}",
+                        "cpu": cpu_name(),
+                        "threads": torch.get_num_threads(),
+                        "load_before": f"{load:.2f}",
+                        "date": datetime.date.today().isoformat(),
+                        "code_version": code_version(),
+                    }
+                )
+                write_record(record)
+                print(f"{path.name:40s} {mode}: {duration(seconds)}", flush=True)
+    write_prose(times(record))
+
+
+if __name__ == "__main__":
+    main()

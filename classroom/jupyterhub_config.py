@@ -1,0 +1,55 @@
+"""JupyterHub configuration for a class on one machine (``classroom/server.py setup`` copies it into
+``<prefix>/hub/`` beside ``settings.json``, which holds this class's values).
+
+PAM logs users in with their Unix passwords; each user's server runs as that user (LocalProcessSpawner), from the
+shared environment, with one PyTorch thread and the shared, read-only data. The idle culler stops servers that
+have been idle for ``cull_after`` seconds.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+c = get_config()  # noqa: F821 (JupyterHub provides it)
+here = Path(__file__).resolve().parent
+settings = json.loads((here / "settings.json").read_text())
+prefix = Path(settings["prefix"])
+venv_bin = prefix / "venv" / "bin"
+
+c.JupyterHub.ip = settings["ip"]
+c.JupyterHub.port = settings["port"]
+c.JupyterHub.hub_ip = "127.0.0.1"  # the hub's own API: this machine only
+c.JupyterHub.db_url = f"sqlite:///{here / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(here / "jupyterhub_cookie_secret")
+c.ConfigurableHTTPProxy.command = [str(prefix / "node" / "node_modules" / ".bin" / "configurable-http-proxy")]
+c.ConfigurableHTTPProxy.pid_file = str(here / "proxy.pid")
+
+c.JupyterHub.authenticator_class = "pam"
+c.Authenticator.allowed_users = set(settings["users"])
+c.Authenticator.admin_users = set(settings["admins"])
+
+c.Spawner.cmd = [str(venv_bin / "jupyterhub-singleuser")]
+c.Spawner.default_url = "/lab"
+c.Spawner.notebook_dir = "~"
+c.Spawner.environment = {
+    "PATH": f"{venv_bin}:/usr/bin:/bin",  # nbgrader runs alembic from PATH: the environment's bin/ comes first
+    "OMP_NUM_THREADS": "1",  # many kernels on few cores: one thread each (docs/teaching.md measures why)
+    "PTFT_DATA": str(prefix / "data"),
+    "PTFT_PROGRESS": "0",
+}
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
+
+c.JupyterHub.services = [
+    {
+        "name": "idle-culler",
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={settings['cull_after']}"],
+    }
+]
+c.JupyterHub.load_roles = [
+    {
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    }
+]

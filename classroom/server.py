@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""A JupyterHub for a whole class on one Linux machine: set it up, start it, stop it (as root).
+
+    python3 classroom/server.py setup --roster roster.csv   # once, and again after the roster changes
+    python3 classroom/server.py start                        # the hub, in the background (log: <prefix>/hub/hub.log)
+    python3 classroom/server.py stop
+
+(``make classroom``, ``make classroom-start`` and ``make classroom-stop`` run these.) Run ``setup`` with the
+system's Python (``/usr/bin/python3``): it builds the class's environment from it, because every user must be able
+to run that Python. Everything goes under ``--prefix`` (default ``/opt/ptft``):
+
+- ``venv/``: the shared environment, readable by everyone and writable by root only: this series' package
+  installed (not editable) from this clone with JupyterLab, nbgrader, JupyterHub and the idle culler;
+  ``node/``: npm's ``configurable-http-proxy``, the hub's proxy.
+- ``data/``: the shared, read-only ``PTFT_DATA``: Fashion-MNIST and every encoder the notebooks load
+  (``python -m ptft_helpers pretrain --all``), prepared once.
+- ``hub/``: the hub's configuration, its database and cookie secret, its log and PID file (root only).
+- ``passwords.csv`` (root only): the initial password of each account that ``setup`` created.
+
+Accounts come from a roster CSV with the columns ``username,role,name`` (role ``instructor`` or ``student``).
+Each becomes a Unix account (PAM login), with a home that only its owner can read and a copy of the notebooks
+in ``~/ptft-notebooks``. The instructor also gets the nbgrader course folder ``~/ptft-course`` (the answer keys
+and the gradebook) and the formgrader; students get the assignment list only. The nbgrader exchange is
+``--exchange`` (default ``/srv/nbgrader/exchange``). Every server gets ``OMP_NUM_THREADS=1``, the shared
+``PTFT_DATA`` and the environment's ``bin/`` first on its ``PATH``; the idle culler stops servers idle for
+``--cull-after`` seconds. The hub listens on ``--ip`` (default 127.0.0.1, this machine only) and ``--port``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).resolve().parent / "jupyterhub_config.py"
+USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+ROLES = ("instructor", "student")
+# nbgrader's parts that only the instructor uses: the formgrader, creating assignments, the course list.
+INSTRUCTOR_SERVER_EXTENSIONS = ("nbgrader.server_extensions.formgrader", "nbgrader.server_extensions.course_list")
+INSTRUCTOR_LAB_PLUGINS = ("@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment",
+                          "@jupyter/nbgrader:course-list")
+PROXY = "configurable-http-proxy@5"
+
+
+class SetupError(Exception):
+    """A problem with the machine or the roster; the message says what and how to fix it (printed in one line)."""
+
+
+def say(message: str) -> None:
+    print(f"classroom: {message}", flush=True)
+
+
+def run(*command: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command; on failure raise ``SetupError`` with its last line of output."""
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise SetupError(f"`{' '.join(command[:4])} ...` failed: {last}")
+    return done
+
+
+def as_user(user: str, *command: str, env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run a command as ``user`` (setpriv), with a plain environment of its own plus ``env``."""
+    info = pwd.getpwnam(user)
+    base = {"HOME": info.pw_dir, "USER": user, "LOGNAME": user, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    setpriv = ["setpriv", f"--reuid={info.pw_uid}", f"--regid={info.pw_gid}", "--init-groups", "--"]
+    return run(*setpriv, *command, env={**base, **(env or {})}, cwd=cwd or info.pw_dir)
+
+
+def read_roster(path: Path) -> list[dict]:
+    """The roster's rows, checked: a username per row, role instructor or student, at least one instructor."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f)]
+    except OSError as err:
+        raise SetupError(f"cannot read the roster {path}: {err.strerror}") from None
+    if not rows or not {"username", "role"} <= set(rows[0]):
+        raise SetupError(f"the roster {path} needs a header line 'username,role,name' and one line per person")
+    seen = set()
+    for number, row in enumerate(rows, start=2):
+        name, role = row["username"], row["role"]
+        if not USERNAME.match(name):
+            raise SetupError(f"{path}, line {number}: {name!r} is not a Unix username (lowercase letters, digits, _ or -)")
+        if role not in ROLES:
+            raise SetupError(f"{path}, line {number}: role {role!r} must be 'instructor' or 'student'")
+        if name in seen:
+            raise SetupError(f"{path}, line {number}: {name} is listed twice")
+        seen.add(name)
+    if not any(r["role"] == "instructor" for r in rows):
+        raise SetupError(f"the roster {path} has no instructor: give one line the role 'instructor'")
+    return rows
+
+
+def check_machine() -> None:
+    if os.geteuid() != 0:
+        raise SetupError("run this as root: it creates Unix accounts and writes under /opt and /srv")
+    for tool in ("useradd", "chpasswd", "setpriv", "npm"):
+        if not shutil.which(tool):
+            hint = "apt-get install nodejs npm" if tool == "npm" else "apt-get install passwd util-linux"
+            raise SetupError(f"`{tool}` is missing: {hint}")
+    if not Path("/etc/pam.d").is_dir():
+        raise SetupError("PAM is not configured on this machine (/etc/pam.d is missing): the hub logs users in with it")
+
+
+def build_environment(prefix: Path, python: str) -> Path:
+    """The shared venv with the package (not editable) and the hub; returns the venv's python."""
+    venv = prefix / "venv"
+    if not (venv / "bin" / "python").is_file():
+        say(f"creating the shared environment {venv} from {python}")
+        run(python, "-m", "venv", str(venv))
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    say("installing ptft_helpers (from this clone, not editable) with JupyterLab, nbgrader and JupyterHub")
+    with_source = _source_copy(prefix / "source")
+    try:
+        run(*pip, f"{with_source}[classroom]")
+    finally:
+        shutil.rmtree(with_source, ignore_errors=True)
+    if not (prefix / "node" / "node_modules" / ".bin" / "configurable-http-proxy").exists():
+        say(f"installing the proxy ({PROXY}) with npm")
+        run("npm", "install", "--prefix", str(prefix / "node"), "--no-audit", "--no-fund", PROXY)
+    return venv / "bin" / "python"
+
+
+def _source_copy(target: Path) -> Path:
+    """This clone's tracked files, copied: pip builds there and leaves the clone as it was."""
+    files = run("git", "-C", str(REPO_ROOT), "ls-files", "--cached", "--others", "--exclude-standard").stdout.split("\n")
+    shutil.rmtree(target, ignore_errors=True)
+    for name in filter(None, files):
+        if (REPO_ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, target / name)
+    return target
+
+
+def configure_jupyter(venv: Path, exchange: Path, course: str) -> None:
+    """System-wide settings in the environment (students cannot change them): the course and its exchange for
+    nbgrader, and the instructor-only parts of nbgrader switched off (the instructor switches them on again)."""
+    etc = venv / "etc" / "jupyter"
+    (etc / "nbgrader_config.py").write_text(
+        "c = get_config()  # noqa: F821\n"
+        f"c.CourseDirectory.course_id = {course!r}\n"
+        f"c.Exchange.root = {str(exchange)!r}\n"
+    )
+    (etc / "jupyter_server_config.d").mkdir(parents=True, exist_ok=True)
+    off = {"ServerApp": {"jpserver_extensions": {name: False for name in INSTRUCTOR_SERVER_EXTENSIONS}}}
+    (etc / "jupyter_server_config.d" / "zz-ptft-classroom.json").write_text(json.dumps(off, indent=1))
+    (etc / "labconfig").mkdir(parents=True, exist_ok=True)
+    (etc / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {plugin: True for plugin in INSTRUCTOR_LAB_PLUGINS}}, indent=1)
+    )
+    exchange.mkdir(parents=True, exist_ok=True)
+    exchange.chmod(0o777)  # nbgrader's exchange: every user may create their course's inbound and outbound files
+
+
+def prepare_data(python: Path, data: Path, checkpoints: bool) -> None:
+    """Fashion-MNIST and (unless told not to) every encoder the notebooks load, once, then read-only."""
+    env = {**os.environ, "PTFT_DATA": str(data), "PTFT_PROGRESS": "0"}
+    env.pop("PTFT_CHECKPOINTS", None)
+    say(f"preparing the data in {data}")
+    run(str(python), "-m", "ptft_helpers", "data", env=env)
+    if checkpoints:
+        say("pretraining every encoder the notebooks load (python -m ptft_helpers pretrain --all)")
+        run(str(python), "-m", "ptft_helpers", "pretrain", "--all", env=env)
+    run("chmod", "-R", "a+rX,go-w", str(data))
+
+
+def create_accounts(roster: list[dict], prefix: Path) -> list[dict]:
+    """A Unix account per roster line that has none yet, with a random initial password; homes made private."""
+    created = []
+    for row in roster:
+        name = row["username"]
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            run("useradd", "--create-home", "--shell", "/bin/bash", "--comment", row.get("name") or name, name)
+            password = secrets.token_urlsafe(9)
+            run("chpasswd", input=f"{name}:{password}\n")
+            created.append({"username": name, "role": row["role"], "password": password})
+        Path(pwd.getpwnam(name).pw_dir).chmod(0o700)  # only the owner reads a home: answer keys, hand-ins, drafts
+    if created:
+        passwords = prefix / "passwords.csv"
+        new = not passwords.exists()
+        with open(os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", newline="") as f:
+            writer = csv.DictWriter(f, ["username", "role", "password"])
+            if new:
+                writer.writeheader()
+            writer.writerows(created)
+        say(f"{len(created)} new account(s); their initial passwords are in {passwords} (root only)")
+    return created
+
+
+def give_notebooks(user: str) -> None:
+    """A copy of the series' notebooks in the user's home, theirs to run and change (kept if there already)."""
+    info = pwd.getpwnam(user)
+    target = Path(info.pw_dir) / "ptft-notebooks"
+    if not target.exists():
+        shutil.copytree(REPO_ROOT / "notebooks", target)
+        run("chown", "-R", f"{info.pw_uid}:{info.pw_gid}", str(target))
+
+
+def set_up_course(instructor: str, students: list[str], venv: Path, course: str) -> Path:
+    """The instructor's nbgrader course folder with the answer keys and a gradebook listing every student, and the
+    instructor's own Jupyter settings that switch the formgrader on."""
+    info = pwd.getpwnam(instructor)
+    home = Path(info.pw_dir)
+    folder = home / "ptft-course"
+    if not (folder / "source").exists():
+        shutil.copytree(REPO_ROOT / "nbgrader" / "source", folder / "source")
+    (folder / "nbgrader_config.py").write_text(
+        "c = get_config()  # noqa: F821\n"
+        f"c.CourseDirectory.root = {str(folder)!r}\n"
+        f"c.CourseDirectory.course_id = {course!r}\n"
+        "c.Execute.timeout = 120  # each exercise runs in seconds; a cell that takes two minutes is stuck\n"
+    )
+    jupyter = home / ".jupyter"
+    (jupyter / "labconfig").mkdir(parents=True, exist_ok=True)
+    (jupyter / "nbgrader_config.py").write_text(
+        f"c = get_config()  # noqa: F821\nc.CourseDirectory.root = {str(folder)!r}\n"
+    )
+    on = {"ServerApp": {"jpserver_extensions": {name: True for name in INSTRUCTOR_SERVER_EXTENSIONS}}}
+    (jupyter / "jupyter_server_config.json").write_text(json.dumps(on, indent=1))
+    (jupyter / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {plugin: False for plugin in INSTRUCTOR_LAB_PLUGINS}}, indent=1)
+    )
+    run("chown", "-R", f"{info.pw_uid}:{info.pw_gid}", str(folder), str(jupyter))
+    path = f"{venv / 'bin'}:/usr/bin:/bin"
+    for student in students:
+        as_user(instructor, str(venv / "bin" / "nbgrader"), "db", "student", "add", student, env={"PATH": path},
+                cwd=str(folder))
+    return folder
+
+
+def write_hub_config(prefix: Path, settings: dict) -> Path:
+    hub = prefix / "hub"
+    hub.mkdir(parents=True, exist_ok=True)
+    hub.chmod(0o700)
+    shutil.copy(TEMPLATE, hub / "jupyterhub_config.py")
+    (hub / "settings.json").write_text(json.dumps(settings, indent=1))
+    return hub
+
+
+def setup(args: argparse.Namespace) -> None:
+    check_machine()
+    roster = read_roster(args.roster)
+    prefix = args.prefix
+    prefix.mkdir(parents=True, exist_ok=True)
+    prefix.chmod(0o755)
+    started = time.perf_counter()
+    python = build_environment(prefix, args.python)
+    venv = python.parent.parent
+    configure_jupyter(venv, args.exchange, args.course)
+    prepare_data(python, prefix / "data", checkpoints=not args.no_checkpoints)
+    run("chmod", "-R", "a+rX,go-w", str(venv), str(prefix / "node"))
+    create_accounts(roster, prefix)
+    users = [r["username"] for r in roster]
+    for user in users:
+        give_notebooks(user)
+    instructors = [r["username"] for r in roster if r["role"] == "instructor"]
+    students = [r["username"] for r in roster if r["role"] == "student"]
+    folder = set_up_course(instructors[0], students, venv, args.course)
+    hub = write_hub_config(prefix, {
+        "prefix": str(prefix), "ip": args.ip, "port": args.port, "users": users, "admins": instructors,
+        "cull_after": args.cull_after, "course": args.course,
+    })
+    say(f"course folder {folder} (gradebook, answer keys) for {instructors[0]}; {len(students)} student(s)")
+    say(f"set up in {time.perf_counter() - started:.0f} s; start the hub with `{sys.argv[0]} start --prefix {prefix}`"
+        f" (configuration: {hub / 'jupyterhub_config.py'})")
+
+
+def hub_url(prefix: Path) -> str:
+    settings = json.loads((prefix / "hub" / "settings.json").read_text())
+    host = "127.0.0.1" if settings["ip"] in ("", "0.0.0.0") else settings["ip"]
+    return f"http://{host}:{settings['port']}"
+
+
+def start(args: argparse.Namespace) -> None:
+    hub = args.prefix / "hub"
+    if not (hub / "settings.json").is_file():
+        raise SetupError(f"no class server is set up in {args.prefix}: run `{sys.argv[0]} setup --roster ...` first")
+    pid_file = hub / "jupyterhub.pid"
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        raise SetupError(f"the hub is running already (PID {pid_file.read_text().strip()}); `stop` it first")
+    env = {**os.environ, "PATH": f"{args.prefix / 'venv' / 'bin'}:{args.prefix / 'node' / 'node_modules' / '.bin'}:"
+                                  f"/usr/bin:/bin"}
+    log = open(hub / "hub.log", "ab")
+    started = time.perf_counter()
+    process = subprocess.Popen([str(args.prefix / "venv" / "bin" / "jupyterhub"), "-f", "jupyterhub_config.py"],
+                               cwd=hub, env=env, stdout=log, stderr=log, start_new_session=True)
+    pid_file.write_text(str(process.pid))
+    url = hub_url(args.prefix)
+    for _ in range(600):
+        if process.poll() is not None:
+            raise SetupError(f"the hub stopped at once: see {hub / 'hub.log'}")
+        try:
+            urllib.request.urlopen(f"{url}/hub/api", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        raise SetupError(f"the hub did not answer within 60 s: see {hub / 'hub.log'}")
+    say(f"the hub is up at {url} (PID {process.pid}, {time.perf_counter() - started:.1f} s); log: {hub / 'hub.log'}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def stop(args: argparse.Namespace) -> None:
+    pid_file = args.prefix / "hub" / "jupyterhub.pid"
+    if not pid_file.exists():
+        say("no hub is running (no PID file)")
+        return
+    pid = int(pid_file.read_text())
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)  # the hub stops the users' servers and its proxy on the way out
+        for _ in range(300):
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink()
+    say(f"the hub (PID {pid}) and the servers it started are stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="classroom/server.py", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--prefix", type=Path, default=Path("/opt/ptft"), help="where everything goes (/opt/ptft)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("setup", parents=[common], help="build the environment, data, accounts, course and hub config")
+    p.add_argument("--roster", type=Path, required=True, help="CSV: username,role,name (role instructor or student)")
+    p.add_argument("--exchange", type=Path, default=Path("/srv/nbgrader/exchange"), help="nbgrader's exchange")
+    p.add_argument("--course", default="ptft", help="the nbgrader course id (ptft)")
+    p.add_argument("--ip", default="127.0.0.1", help="the hub's address (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="the hub's port (8000)")
+    p.add_argument("--cull-after", type=int, default=3600, help="stop servers idle this many seconds (3600)")
+    p.add_argument("--python", default="/usr/bin/python3", help="the Python every user can run (/usr/bin/python3)")
+    p.add_argument("--no-checkpoints", action="store_true", help="skip pretraining the encoders (tests do)")
+    sub.add_parser("start", parents=[common], help="start the hub in the background")
+    sub.add_parser("stop", parents=[common], help="stop the hub and the servers it started")
+    args = parser.parse_args(argv)
+    try:
+        {"setup": setup, "start": start, "stop": stop}[args.command](args)
+    except SetupError as err:
+        print(f"classroom: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

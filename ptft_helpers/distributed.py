@@ -1,0 +1,152 @@
+"""Data-parallel pretraining with ``torch.distributed``, launched by ``torchrun`` (notebook 08).
+
+``torchrun --nproc_per_node=N -m ptft_helpers pretrain ...`` starts N processes (*ranks*). Each one builds the same
+model from the same seed and draws the same order of images, so every rank knows every *global* batch; each rank
+then trains on its own shard of it (``World.shard``), and ``DistributedDataParallel`` averages the gradients.
+The rules that make N processes train exactly what one process trains on the whole batch:
+
+- Each rank's loss is scaled so that the ranks' losses add up to N times the whole batch's mean loss
+  (``World.loss_weight``): DDP's average of their gradients is then the whole batch's gradient, also when the
+  last batch of an epoch does not split evenly.
+- Random numbers (masks, noise, augmentations) are drawn for the whole global batch, on every rank alike, before it
+  is sharded.
+- SimCLR's negatives are the whole global batch: each rank's codes are gathered from all ranks
+  (``gather_rows``, through autograd), so every rank computes the one-process loss.
+- Batch norm normalises with the whole global batch's statistics (``GlobalBatchNorm2d``, what
+  ``torch.nn.SyncBatchNorm`` does on GPUs, for CPUs too), so the codes are those of one process, and no rank's
+  batch statistics give away which views belong together.
+
+Every collective used in a forward pass sums, and its gradient sums too, so each rank's gradient is N times its
+share; DDP's average divides by N again. On CPUs the backend is gloo, on GPUs NCCL (chosen by ``World.start``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import nn
+
+RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks that torchrun started: its ``rank`` of ``size``, on ``device``."""
+
+    rank: int
+    size: int
+    device: torch.device
+    backend: str
+
+    @staticmethod
+    def start(device: torch.device | str | None = None) -> World | None:
+        """Join the process group that torchrun set up (its environment variables say where), or return None when
+        this process was not started by torchrun. Picks gloo on CPUs and NCCL on CUDA GPUs, one GPU per local rank."""
+        present = [name for name in RENDEZVOUS if os.environ.get(name)]
+        if not present:
+            return None
+        if missing := [name for name in RENDEZVOUS if name not in present]:
+            raise ValueError(
+                f"Started for several processes, but {', '.join(missing)} is not set: launch with "
+                "`torchrun --nproc_per_node=N -m ptft_helpers pretrain ...`, which sets all of "
+                f"{', '.join(RENDEZVOUS)}."
+            )
+        rank, size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+        if device is None:
+            device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        device = torch.device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend, rank=rank, world_size=size)
+        return World(rank, size, device, backend)
+
+    def check_batch(self, batch_size: int) -> None:
+        """Refuse a global batch that the ranks cannot share evenly, in one line."""
+        if batch_size < self.size:
+            raise ValueError(
+                f"{self.size} processes but a global batch of {batch_size}: each process needs at least one image; "
+                f"use at most {batch_size} processes, or a larger batch."
+            )
+        if batch_size % self.size:
+            raise ValueError(
+                f"A global batch of {batch_size} does not split evenly over {self.size} processes: choose a batch "
+                f"size that {self.size} divides (e.g. {batch_size - batch_size % self.size}), or another number of "
+                "processes."
+            )
+
+    def shard(self, n: int) -> slice:
+        """This rank's part of a global batch of ``n`` rows (``torch.tensor_split``'s split: sizes differ by one)."""
+        base, extra = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+    def sizes(self, n: int) -> list[int]:
+        """Every rank's shard size of a global batch of ``n``."""
+        base, extra = divmod(n, self.size)
+        return [base + (r < extra) for r in range(self.size)]
+
+    def loss_weight(self, n: int) -> float:
+        """The factor on this rank's mean loss so that the ranks' losses add up to ``size`` times the global mean."""
+        part = self.shard(n)
+        return (part.stop - part.start) * self.size / n
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Add ``tensor`` up over the ranks, in place, outside autograd (e.g. loss values for the history)."""
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+
+def gather_rows(x: torch.Tensor, world: World, sizes: list[int]) -> torch.Tensor:
+    """The rows of every rank's ``x``, in rank order (rank r holds ``sizes[r]`` rows), through autograd: gradients
+    flow back to each rank's own rows. Shards of unequal size are padded for the transfer."""
+    longest = max(sizes)
+    padded = torch.cat([x, x.new_zeros(longest - len(x), *x.shape[1:])]) if len(x) < longest else x
+    parts = dist_nn.all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """``BatchNorm2d`` with the statistics of the whole global batch: every rank's per-channel count, sum and sum of
+    squares are added up over the ranks (an all-reduce, through autograd), so N processes normalise as one process
+    would on the whole batch. Outside training (or in one process) it is plain batch norm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        channels = x.shape[1]
+        count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
+        local = torch.cat([count, x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))])
+        total = dist_nn.all_reduce(local)
+        n, mean = total[0], total[1 : 1 + channels] / total[0]
+        var = total[1 + channels :] / n - mean * mean  # biased, as batch norm normalises
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            unbiased = var * n / (n - 1)
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased.detach())
+        shape = (1, channels, 1, 1)
+        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+
+
+def global_batch_norm(module: nn.Module) -> nn.Module:
+    """``module`` with every ``BatchNorm2d`` replaced by a ``GlobalBatchNorm2d`` holding the same weights and
+    running statistics (in place; returns ``module``)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                            child.track_running_stats)
+            replacement.load_state_dict(child.state_dict())
+            setattr(module, name, replacement.to(child.weight.device))
+        else:
+            global_batch_norm(child)
+    return module
