@@ -6,7 +6,8 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 PORT ?= 8888
 export PYTHONUNBUFFERED := 1
 
-.PHONY: lab test test-kernels data notebooks bench clean assignments autograde book checkpoints
+.PHONY: lab test test-kernels data notebooks bench clean assignments autograde book checkpoints classroom \
+  classroom-start classroom-stop
 
 # The package and what each target needs of its extras (pyproject.toml): lab = JupyterLab, teach = nbgrader,
 # dev = both plus the tests and the website. Each is installed once (a stamp file), again when pyproject.toml changes.
@@ -77,17 +78,25 @@ autograde: $(VENV)/.installed-teach data
 book: $(VENV)/.installed-dev
 	$(VENV)/bin/jupyter-book build --html --ci
 
-# The encoders the series loads: one `python -m ptft_helpers pretrain` option set per entry,
-# options separated by commas. Add an entry when a notebook loads a new encoder.
-# 03 and 04 load the plain encoder (20 epochs); 05 and 09 load three runs (seeds 0-2) of each pretext at 10 epochs
-# (06 and 07 load run 0 of masked-rescaled too); 06 and 07 load the SimCLR encoder (30 epochs).
-ENCODERS := --pretext=plain \
-  $(foreach p,plain denoising masked masked-rescaled,$(foreach s,0 1 2,--pretext=$(p),--seed=$(s),--epochs=10)) \
-  --pretext=simclr
-
 ## checkpoints: pretrain every encoder the notebooks load (full recipe), so a class never waits for one
+## (the list: ptft_helpers.pretrained.SERIES_ENCODERS; `python -m ptft_helpers pretrain --all`)
 checkpoints: data
-	for args in $(ENCODERS); do PTFT_FAST=0 $(PY) -m ptft_helpers pretrain $${args//,/ } || exit 1; done
+	PTFT_FAST=0 $(PY) -m ptft_helpers pretrain --all
+
+## classroom: set up a JupyterHub for a class on this machine, as root (docs/teaching.md, "Run a class on one
+## server"): ROSTER=roster.csv, and optionally CLASSROOM=/opt/ptft PORT=8000 IP=127.0.0.1
+CLASSROOM ?= /opt/ptft
+CLASS_PORT ?= 8000
+CLASS_IP ?= 127.0.0.1
+classroom:
+	@test -n "$(ROSTER)" || { echo "make classroom: give ROSTER=path/to/roster.csv (username,role,name)"; exit 2; }
+	/usr/bin/python3 classroom/server.py setup --prefix $(CLASSROOM) --roster $(ROSTER) --port $(CLASS_PORT) --ip $(CLASS_IP)
+
+## classroom-start, classroom-stop: start the class's hub in the background, and stop it (and every server it started)
+classroom-start:
+	/usr/bin/python3 classroom/server.py start --prefix $(CLASSROOM)
+classroom-stop:
+	/usr/bin/python3 classroom/server.py stop --prefix $(CLASSROOM)
 
 clean:
 	rm -rf $(VENV) data/checkpoints

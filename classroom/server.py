@@ -49,8 +49,11 @@ USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 ROLES = ("instructor", "student")
 # nbgrader's parts that only the instructor uses: the formgrader, creating assignments, the course list.
 INSTRUCTOR_SERVER_EXTENSIONS = ("nbgrader.server_extensions.formgrader", "nbgrader.server_extensions.course_list")
-INSTRUCTOR_LAB_PLUGINS = ("@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment",
-                          "@jupyter/nbgrader:course-list")
+INSTRUCTOR_LAB_PLUGINS = (
+    "@jupyter/nbgrader:formgrader",
+    "@jupyter/nbgrader:create-assignment",
+    "@jupyter/nbgrader:course-list",
+)
 PROXY = "configurable-http-proxy@5"
 
 
@@ -92,7 +95,9 @@ def read_roster(path: Path) -> list[dict]:
     for number, row in enumerate(rows, start=2):
         name, role = row["username"], row["role"]
         if not USERNAME.match(name):
-            raise SetupError(f"{path}, line {number}: {name!r} is not a Unix username (lowercase letters, digits, _ or -)")
+            raise SetupError(
+                f"{path}, line {number}: {name!r} is not a Unix username (lowercase letters, digits, _ or -)"
+            )
         if role not in ROLES:
             raise SetupError(f"{path}, line {number}: role {role!r} must be 'instructor' or 'student'")
         if name in seen:
@@ -135,7 +140,9 @@ def build_environment(prefix: Path, python: str) -> Path:
 
 def _source_copy(target: Path) -> Path:
     """This clone's tracked files, copied: pip builds there and leaves the clone as it was."""
-    files = run("git", "-C", str(REPO_ROOT), "ls-files", "--cached", "--others", "--exclude-standard").stdout.split("\n")
+    files = run("git", "-C", str(REPO_ROOT), "ls-files", "--cached", "--others", "--exclude-standard").stdout.split(
+        "\n"
+    )
     shutil.rmtree(target, ignore_errors=True)
     for name in filter(None, files):
         if (REPO_ROOT / name).is_file():
@@ -237,8 +244,16 @@ def set_up_course(instructor: str, students: list[str], venv: Path, course: str)
     run("chown", "-R", f"{info.pw_uid}:{info.pw_gid}", str(folder), str(jupyter))
     path = f"{venv / 'bin'}:/usr/bin:/bin"
     for student in students:
-        as_user(instructor, str(venv / "bin" / "nbgrader"), "db", "student", "add", student, env={"PATH": path},
-                cwd=str(folder))
+        as_user(
+            instructor,
+            str(venv / "bin" / "nbgrader"),
+            "db",
+            "student",
+            "add",
+            student,
+            env={"PATH": path},
+            cwd=str(folder),
+        )
     return folder
 
 
@@ -270,13 +285,23 @@ def setup(args: argparse.Namespace) -> None:
     instructors = [r["username"] for r in roster if r["role"] == "instructor"]
     students = [r["username"] for r in roster if r["role"] == "student"]
     folder = set_up_course(instructors[0], students, venv, args.course)
-    hub = write_hub_config(prefix, {
-        "prefix": str(prefix), "ip": args.ip, "port": args.port, "users": users, "admins": instructors,
-        "cull_after": args.cull_after, "course": args.course,
-    })
+    hub = write_hub_config(
+        prefix,
+        {
+            "prefix": str(prefix),
+            "ip": args.ip,
+            "port": args.port,
+            "users": users,
+            "admins": instructors,
+            "cull_after": args.cull_after,
+            "course": args.course,
+        },
+    )
     say(f"course folder {folder} (gradebook, answer keys) for {instructors[0]}; {len(students)} student(s)")
-    say(f"set up in {time.perf_counter() - started:.0f} s; start the hub with `{sys.argv[0]} start --prefix {prefix}`"
-        f" (configuration: {hub / 'jupyterhub_config.py'})")
+    say(
+        f"set up in {time.perf_counter() - started:.0f} s; start the hub with `{sys.argv[0]} start --prefix {prefix}`"
+        f" (configuration: {hub / 'jupyterhub_config.py'})"
+    )
 
 
 def hub_url(prefix: Path) -> str:
@@ -292,12 +317,20 @@ def start(args: argparse.Namespace) -> None:
     pid_file = hub / "jupyterhub.pid"
     if pid_file.exists() and _alive(int(pid_file.read_text())):
         raise SetupError(f"the hub is running already (PID {pid_file.read_text().strip()}); `stop` it first")
-    env = {**os.environ, "PATH": f"{args.prefix / 'venv' / 'bin'}:{args.prefix / 'node' / 'node_modules' / '.bin'}:"
-                                  f"/usr/bin:/bin"}
+    env = {
+        **os.environ,
+        "PATH": f"{args.prefix / 'venv' / 'bin'}:{args.prefix / 'node' / 'node_modules' / '.bin'}:/usr/bin:/bin",
+    }
     log = open(hub / "hub.log", "ab")
     started = time.perf_counter()
-    process = subprocess.Popen([str(args.prefix / "venv" / "bin" / "jupyterhub"), "-f", "jupyterhub_config.py"],
-                               cwd=hub, env=env, stdout=log, stderr=log, start_new_session=True)
+    process = subprocess.Popen(
+        [str(args.prefix / "venv" / "bin" / "jupyterhub"), "-f", "jupyterhub_config.py"],
+        cwd=hub,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     pid_file.write_text(str(process.pid))
     url = hub_url(args.prefix)
     for _ in range(600):

@@ -6,6 +6,8 @@ loads (``--kernel python3``: inside that Jupyter kernel, as nbgrader's autograde
 Bad arguments exit with code 2 and a one-line message; nothing is overwritten by a failed run.
 A dataset that cannot be found also exits with 2, listing where it looked and how to fix it.
 ``pretrain`` prints where it saved (or found) the checkpoint; ``evaluate`` and ``finetune`` take that path as is.
+``pretrain --all`` pretrains every encoder the notebooks load. Started by ``torchrun --nproc_per_node=N -m
+ptft_helpers pretrain ...``, it trains on N processes (``distributed``): rank 0 prints and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 from .checkpoints import load_autoencoder
 from .contrastive import contrastive_settings
 from .data import DATASETS, balanced_subset, check, dataset_info, load, prepare
+from .distributed import World
 from .envcheck import check_environment, print_report
 from .models import Classifier
-from .pretrained import load_or_pretrain, pretrain_settings
+from .pretrained import SERIES_ENCODERS, load_or_pretrain, pretrain_settings
 from .settings import data_folder, progress_enabled
 from .training import PRETEXTS, check_learning_rate, evaluate, finetune
 from .validation import positive_int
@@ -143,7 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"Adam's learning rate (default: {ae['lr']:g}; simclr {simclr['lr']:g})",
     )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"the global batch, split over the processes under torchrun (default: {ae['batch_size']}; "
+        f"simclr {simclr['batch_size']})",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (initial weights, batch order)")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="pretrain every encoder the notebooks load (their recipes; make checkpoints runs this)",
+    )
     p.add_argument(
         "--out",
         type=_checkpoint,
@@ -253,24 +268,49 @@ def _check_in_kernel(kernel: str, dataset: str) -> str:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    """Load or train; print one line saying where the checkpoint is, then its summary as JSON."""
-    started = time.time_ns()
+    """Load or train; print one line saying where the checkpoint is, then its summary as JSON. Under torchrun, every
+    rank trains its share and rank 0 prints and writes."""
+    world = World.start()  # None unless torchrun started this process
+    if args.all:
+        defaults = {
+            "arch": None,
+            "latent_dim": None,
+            "hidden_dim": None,
+            "epochs": None,
+            "train_size": None,
+            "lr": None,
+            "batch_size": None,
+            "out": None,
+            "pretext": "plain",
+            "seed": 0,
+        }
+        if chosen := [name.replace("_", "-") for name, value in defaults.items() if getattr(args, name) != value]:
+            raise ValueError(f"--all takes each encoder's own recipe: leave out {', '.join('--' + o for o in chosen)}.")
+        for options in SERIES_ENCODERS:
+            _pretrain_one(args.dataset, world, **options)
+        return 0
     simclr = args.pretext == "simclr"
-    recipe = {k: getattr(args, k) for k in ("epochs", "train_size", "lr") if getattr(args, k) is not None}
-    result = load_or_pretrain(
-        args.dataset,
-        arch=args.arch or ("smallconv" if simclr else "mlp"),
-        latent_dim=args.latent_dim or (64 if simclr else 32),
-        hidden_dim=args.hidden_dim,
-        pretext=args.pretext,
-        seed=args.seed,
-        path=args.out,
-        **recipe,
-    )
+    options = {
+        "pretext": args.pretext,
+        "arch": args.arch or ("smallconv" if simclr else "mlp"),
+        "latent_dim": args.latent_dim or (64 if simclr else 32),
+        "hidden_dim": args.hidden_dim,
+        "seed": args.seed,
+        "path": args.out,
+        **{k: getattr(args, k) for k in ("epochs", "train_size", "lr", "batch_size") if getattr(args, k) is not None},
+    }
+    _pretrain_one(args.dataset, world, **options)
+    return 0
+
+
+def _pretrain_one(dataset: str, world: World | None, **options) -> None:
+    started = time.time_ns()
+    result = load_or_pretrain(dataset, world=world, **options)
+    if world is not None and world.rank != 0:
+        return
     meta = result.metadata
     keys = ("dataset", "pretext", "epochs", "final_train_loss", "final_test_loss")
     summary = {k: meta[k] for k in keys if k in meta}  # SimCLR has no test loss
     saved = result.path.stat().st_mtime_ns >= started  # written during this run (else found, made earlier)
-    print(f"{'Saved' if saved else 'Found'} the checkpoint: {shown_path(result.path)}")
-    print(json.dumps({**summary, "checkpoint": shown_path(result.path)}))
-    return 0
+    print(f"{'Saved' if saved else 'Found'} the checkpoint: {shown_path(result.path)}", flush=True)
+    print(json.dumps({**summary, "checkpoint": shown_path(result.path)}), flush=True)

@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .data import to_inputs
-from .devices import pick_device
+from .devices import autocast, grad_scaler, pick_device
+from .distributed import World, gather_rows, global_batch_norm
 from .models import IMAGE_SHAPE
 from .seeding import seeded
 from .settings import pick
@@ -73,7 +75,7 @@ def augment(
     theta = torch.stack(
         [torch.stack([cos * sign, -sin, shift[:, 0]], 1), torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1
     )  # (N, 2, 3)
-    grid = F.affine_grid(theta.to(device), [n, *IMAGE_SHAPE], align_corners=False)
+    grid = F.affine_grid(theta.to(device, x.dtype), [n, *IMAGE_SHAPE], align_corners=False)
     views = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N, 1, 28, 28)
     contrast = _uniform(n, 1 - jitter, 1 + jitter, generator).to(device).view(n, 1, 1, 1)
     brightness = _uniform(n, -jitter / 4, jitter / 4, generator).to(device).view(n, 1, 1, 1)
@@ -192,12 +194,16 @@ def pretrain_contrastive(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool | None = None,
+    world: World | None = None,
     **augmentations,
 ) -> History:
     """Train ``model`` with NT-Xent on two augmented views of every image (uint8 or float, N x 28 x 28).
 
     Returns per-epoch ``train_loss``, ``seconds`` and ``images_per_s`` (images, not views), and every step's loss
     in ``step_loss``. ``augmentations`` override ``AUGMENT_DEFAULTS``. Raises ``TrainingDiverged`` on NaN.
+    ``world`` (``distributed.World``, under torchrun): each rank encodes its shard of every global batch's views;
+    the codes of all ranks are gathered, so that the negatives are the whole global batch, and batch norm uses the
+    global batch's statistics (``distributed.GlobalBatchNorm2d``): several processes train what one would.
     """
     positive_int(epochs, "epochs")
     positive_int(batch_size, "batch_size")
@@ -207,26 +213,40 @@ def pretrain_contrastive(
         raise ValueError(f"Unknown augmentation setting(s) {sorted(unknown)}; use {sorted(AUGMENT_DEFAULTS)}.")
     if len(images) < 2:
         raise ValueError("Contrastive pretraining needs at least 2 images (the others are the negatives).")
-    device = pick_device(device)
+    device = world.device if world else pick_device(device)
+    if world:
+        world.check_batch(batch_size)
+        global_batch_norm(model)
     model.to(device, memory_format=torch.channels_last).train()  # channels last: ~2x faster convolutions on a CPU
-    x = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE)
+    x = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE).to(next(model.parameters()).dtype)
+    net = DistributedDataParallel(model) if world else model
     optimizer = adam(model.parameters(), lr, device)
+    amp, scaler = autocast(device), grad_scaler(device)
     generator = torch.Generator().manual_seed(seed)
     history: History = {"epoch": [], "train_loss": [], "seconds": [], "images_per_s": [], "step_loss": []}
-    with _progress(epochs, "pretrain (SimCLR)", progress) as bar:
+    with _progress(epochs, "pretrain (SimCLR)", progress if not world or world.rank == 0 else False) as bar:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             batches = [b for b in _batches(len(x), batch_size, generator, device) if len(b) > 1]
             step_losses = torch.empty(len(batches), device=device)
             for i, idx in enumerate(batches):
-                xb = x.index_select(0, idx)
-                views = torch.cat([augment(xb, generator, **augmentations), augment(xb, generator, **augmentations)])
-                views = views.contiguous(memory_format=torch.channels_last)  # (2B, 1, 28, 28)
-                z = model(views).float()
-                loss = nt_xent(z[: len(idx)], z[len(idx) :], temperature)
+                xb = x.index_select(0, idx)  # the global batch; its views are drawn alike on every rank
+                v1, v2 = augment(xb, generator, **augmentations), augment(xb, generator, **augmentations)
+                if world:
+                    part = world.shard(len(idx))
+                    v1, v2 = v1[part], v2[part]
+                views = torch.cat([v1, v2]).contiguous(memory_format=torch.channels_last)  # (2b, 1, 28, 28)
+                with amp:
+                    z = net(views).to(x.dtype)  # float32 (or a check's float64), not bf16
+                z1, z2 = z[: len(v1)], z[len(v1) :]
+                if world:
+                    sizes = world.sizes(len(idx))
+                    z1, z2 = gather_rows(z1, world, sizes), gather_rows(z2, world, sizes)  # every rank's codes
+                loss = nt_xent(z1, z2, temperature)  # on the whole global batch, the same on every rank
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 step_losses[i] = loss.detach()
             seconds = end_epoch(history, epoch, step_losses, lr, start, device)
             history["images_per_s"].append(sum(len(b) for b in batches) / seconds)

@@ -1,10 +1,11 @@
-"""Choosing where tensors live: CUDA, then Apple MPS, then the CPU."""
+"""Choosing where tensors live (CUDA, then Apple MPS, then the CPU) and in which precision they train there."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,22 +61,75 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How a device trains: the ``dtype`` of autocast's mixed precision (None: plain float32), whether gradients
+    need a ``scaler`` (float16's small range would round small gradients to zero), and whether float32 matrix
+    products may use ``tf32`` (TensorFloat-32: 10-bit mantissas in the tensor cores, float32's range)."""
+
+    dtype: torch.dtype | None
+    scaler: bool
+    tf32: bool
+
+    def describe(self) -> str:
+        if self.dtype is None:
+            return "float32"
+        name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.dtype]
+        return (
+            f"{name} mixed precision"
+            + (" with a gradient scaler" if self.scaler else "")
+            + (", TF32 matmuls" if self.tf32 else "")
+        )
+
+
+def choose_precision(device_type: str, capability: tuple[int, int] | None = None) -> Precision:
+    """The decision, as a table: CPUs and Apple GPUs train in float32; CUDA GPUs of compute capability 8.0 or
+    more (Ampere: A100, RTX 30xx, and later: H100, ...) in bfloat16 with TF32 matmuls; older CUDA GPUs (Volta,
+    Turing: V100, T4, the GPU Colab gives most students) in float16 with a gradient scaler, because they have
+    no bfloat16 tensor cores."""
+    if device_type != "cuda":
+        return Precision(None, scaler=False, tf32=False)
+    if capability is not None and capability >= (8, 0):
+        return Precision(torch.bfloat16, scaler=False, tf32=True)
+    return Precision(torch.float16, scaler=True, tf32=False)
+
+
+def precision(device: torch.device) -> Precision:
+    """``choose_precision`` for this device (on CUDA, from its compute capability)."""
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return choose_precision(device.type, capability)
+
+
 def describe_device(device: torch.device) -> str:
-    """A one-line, human-readable name for ``device``."""
+    """A one-line, human-readable name for ``device``, with the precision the series trains in there."""
     if device.type == "cuda":
-        return f"CUDA GPU: {torch.cuda.get_device_name(device)}"
-    if device.type == "mps":
-        return "Apple GPU (MPS)"
-    return f"CPU: {cpu_name()}, {torch.get_num_threads()} threads"
+        major, minor = torch.cuda.get_device_capability(device)
+        name = f"CUDA GPU: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+    elif device.type == "mps":
+        name = "Apple GPU (MPS)"
+    else:
+        name = f"CPU: {cpu_name()}, {torch.get_num_threads()} threads"
+    return f"{name}; trains in {precision(device).describe()}"
 
 
 def autocast(device: torch.device, cache_enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 mixed precision on CUDA; a no-op elsewhere (CPU and MPS train in fp32).
+    """The device's mixed precision (``precision``) for a forward pass; a no-op where it trains in float32. On a GPU
+    that may use TF32, this also lets float32 matrix products use it (PyTorch's switches for that are global).
 
     ``cache_enabled=False`` is what CUDA graph capture needs (the benchmark uses it)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled)
-    return contextlib.nullcontext()
+    chosen = precision(device)
+    if chosen.dtype is None:
+        return contextlib.nullcontext()
+    if chosen.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.autocast(device.type, dtype=chosen.dtype, cache_enabled=cache_enabled)
+
+
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """A gradient scaler, active where the precision needs one (float16) and a pass-through elsewhere:
+    ``scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()`` works on every device."""
+    return torch.amp.GradScaler(device.type, enabled=precision(device).scaler)
 
 
 def synchronize(device: torch.device) -> None:

@@ -23,6 +23,7 @@ share; DDP's average divides by N again. On CPUs the backend is gloo, on GPUs NC
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,12 @@ class World:
     def barrier(self) -> None:
         dist.barrier()
 
+    def agree(self, value: bool) -> bool:
+        """Rank 0's ``value``, on every rank (so that all ranks take the same branch)."""
+        flag = torch.tensor([int(value)], device=self.device)  # NCCL sends GPU tensors only
+        dist.broadcast(flag, src=0)
+        return bool(flag)
+
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Add ``tensor`` up over the ranks, in place, outside autograd (e.g. loss values for the history)."""
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
@@ -110,7 +117,9 @@ def gather_rows(x: torch.Tensor, world: World, sizes: list[int]) -> torch.Tensor
     flow back to each rank's own rows. Shards of unequal size are padded for the transfer."""
     longest = max(sizes)
     padded = torch.cat([x, x.new_zeros(longest - len(x), *x.shape[1:])]) if len(x) < longest else x
-    parts = dist_nn.all_gather(padded)
+    with warnings.catch_warnings():  # PyTorch 2.10+ calls it deprecated in favour of a private API; it still works
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = dist_nn.all_gather(padded)
     return torch.cat([part[:n] for part, n in zip(parts, sizes)])
 
 
@@ -143,10 +152,11 @@ def global_batch_norm(module: nn.Module) -> nn.Module:
     running statistics (in place; returns ``module``)."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                            child.track_running_stats)
+            replacement = GlobalBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            ).to(device=child.running_mean.device, dtype=child.running_mean.dtype)
             replacement.load_state_dict(child.state_dict())
-            setattr(module, name, replacement.to(child.weight.device))
+            setattr(module, name, replacement)
         else:
             global_batch_norm(child)
     return module

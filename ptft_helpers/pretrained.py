@@ -32,6 +32,7 @@ import torch
 from .checkpoints import load_checkpoint, load_weights, save_checkpoint
 from .contrastive import build_simclr, contrastive_settings, pretrain_contrastive
 from .data import dataset_info, load
+from .distributed import World
 from .models import Autoencoder, build_autoencoder
 from .seeding import seeded
 from .settings import checkpoint_dirs, is_writable, pick, user_cache_dir, writable_checkpoint_dir
@@ -50,6 +51,19 @@ class Pretrained(NamedTuple):
     model: Autoencoder  # a contrastive.SimCLR model for pretext="simclr"
     metadata: dict
     path: Path
+
+
+# Every encoder a notebook loads, as ``load_or_pretrain`` options (``python -m ptft_helpers pretrain --all`` and
+# ``make checkpoints`` pretrain them ahead of a class). Add one when a notebook loads a new encoder.
+SERIES_ENCODERS: tuple[dict, ...] = (
+    {"pretext": "plain"},  # 03 and 04: 20 epochs
+    *(
+        {"pretext": p, "seed": s, "epochs": 10}
+        for p in ("plain", "denoising", "masked", "masked-rescaled")
+        for s in (0, 1, 2)
+    ),  # 05 and 09: three runs of each pretext; 06 and 07 load masked-rescaled run 0 too
+    {"pretext": "simclr", "arch": "smallconv", "hidden_dim": 32, "latent_dim": 64},  # 06 and 07: 30 epochs
+)
 
 
 def pretrain_settings() -> dict:
@@ -149,6 +163,7 @@ def load_or_pretrain(
     device: torch.device | str | None = None,
     progress: bool | None = None,
     retrain: bool = False,
+    world: World | None = None,
     **recipe,
 ) -> Pretrained:
     """Return a pretrained autoencoder: loaded if a matching checkpoint exists, else trained and saved.
@@ -159,6 +174,8 @@ def load_or_pretrain(
     (``arch="smallconv"``, notebook 06) it overrides ``contrastive.contrastive_settings()`` (also temperature).
     Returns ``Pretrained(model, metadata, path)``; the metadata holds the training history, so plots
     work whether it was loaded or trained. Safe with a read-only data folder and with several processes.
+    ``world`` (``distributed.World``, under torchrun): every rank trains its shard of each batch; only rank 0 takes
+    the lock and writes the checkpoint, the others wait for it and load it.
     """
     defaults = contrastive_settings() if pretext == "simclr" else pretrain_settings()
     settings = {**defaults, **recipe}
@@ -184,41 +201,31 @@ def load_or_pretrain(
     target = candidates[0] if path is not None else writable_checkpoint_dir() / name
     train, test = load(dataset, "train"), load(dataset, "test")
     whole_number(settings["train_size"], "train_size", 1, len(train))
-    with _exclusive(target):
-        if not retrain and (found := _load_matching(target, wanted, config)):  # another process just saved it
+    leader = world is None or world.rank == 0  # under torchrun only rank 0 takes the lock and writes
+    with _exclusive(target) if leader else contextlib.nullcontext():
+        found = leader and not retrain and _load_matching(target, wanted, config)  # another process just saved it
+        if world is not None and world.agree(bool(found)) and not leader:
+            found = _load_matching(target, wanted, config)
+        if found:
             return found
         with seeded(seed):
             model = _build(arch, latent_dim, hidden_dim, pretext)
+        images = train.images[: settings["train_size"]]
+        common = {"seed": seed, "device": device, "progress": progress, "world": world}
         if pretext == "simclr":
             history = pretrain_contrastive(
-                model,
-                train.images[: settings["train_size"]],
-                seed=seed,
-                device=device,
-                progress=progress,
-                **{k: v for k, v in settings.items() if k != "train_size"},
+                model, images, **common, **{k: v for k, v in settings.items() if k != "train_size"}
             )
-            history.pop("step_loss")
-            save_checkpoint(model, target, **wanted, final_train_loss=history["train_loss"][-1], history=history)
-            return Pretrained(model.cpu(), load_checkpoint(target)["metadata"], target)
-        history = pretrain(
-            model,
-            train.images[: settings["train_size"]],
-            epochs=settings["epochs"],
-            lr=settings["lr"],
-            batch_size=settings["batch_size"],
-            pretext=pretext,
-            seed=seed,
-            device=device,
-            test_images=test.images,
-            progress=progress,
-        )
+            summary = {"final_train_loss": history["train_loss"][-1]}
+        else:
+            keys = ("epochs", "lr", "batch_size")
+            history = pretrain(
+                model, images, **{k: settings[k] for k in keys}, pretext=pretext, test_images=test.images, **common
+            )
+            summary = {"final_train_loss": history["train_loss"][-1], "final_test_loss": history["test_loss"][-1]}
         history.pop("step_loss")
-        metadata = {
-            **wanted,
-            "final_train_loss": history["train_loss"][-1],
-            "final_test_loss": history["test_loss"][-1],
-            "history": history,
-        }
-        save_checkpoint(model, target, **metadata)
+        if leader:
+            save_checkpoint(model, target, **wanted, **summary, world_size=world.size if world else 1, history=history)
+    if world is not None:
+        world.barrier()  # the others wait for rank 0's checkpoint, then load it
     return Pretrained(model.cpu(), load_checkpoint(target)["metadata"], target)  # read back: the file loads

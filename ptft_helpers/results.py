@@ -25,6 +25,9 @@ def _write_atomically(path: Path, write) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, newline="") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(f.name, 0o666 & ~umask)  # a temporary file is private (0600); the result gets the usual permissions
         os.replace(f.name, path)
     except OSError as err:
         raise PermissionError(

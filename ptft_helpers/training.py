@@ -15,10 +15,12 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .data import to_inputs
-from .devices import autocast, pick_device, synchronize
+from .devices import autocast, grad_scaler, pick_device, synchronize
+from .distributed import World
 from .models import Classifier
 from .settings import progress_enabled
 from .validation import positive_int
@@ -91,14 +93,24 @@ def pretrain_step(
     inputs: torch.Tensor,
     target: torch.Tensor,
     amp: contextlib.AbstractContextManager | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    weight: float = 1.0,
 ) -> torch.Tensor:
     """One optimiser step of pretraining: MSE between ``model(inputs)`` and ``target`` (B, 784), under the
-    mixed-precision context ``amp`` (``devices.autocast(device)``; none by default). Returns the loss, detached."""
+    mixed-precision context ``amp`` (``devices.autocast(device)``; none by default) and its gradient ``scaler``
+    (``devices.grad_scaler``, for float16). ``weight`` scales the loss that is minimised (a data-parallel rank's
+    share, ``distributed.World.loss_weight``). Returns the unweighted loss, detached."""
     with amp or contextlib.nullcontext():
-        loss = F.mse_loss(model(inputs).float(), target)
+        loss = F.mse_loss(model(inputs).to(target.dtype), target)  # float32 (or the float64 of a check), not bf16
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    minimised = loss * weight if weight != 1.0 else loss
+    if scaler is None:
+        minimised.backward()
+        optimizer.step()
+    else:  # a disabled scaler (float32) passes the loss and the step through unchanged
+        scaler.scale(minimised).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss.detach()
 
 
@@ -140,12 +152,16 @@ def pretrain(
     device: torch.device | str | None = None,
     test_images: torch.Tensor | None = None,
     progress: bool | None = None,
+    world: World | None = None,
 ) -> History:
     """Train an autoencoder to reconstruct ``images`` (uint8 or float, N x 28 x 28) with MSE and Adam.
 
     Returns a history with per-epoch ``train_loss`` (mean MSE per pixel), ``test_loss`` when
     ``test_images`` is given, ``seconds`` per epoch, and every step's loss in ``step_loss``.
     Raises ``TrainingDiverged`` if the loss becomes NaN or infinite.
+    ``world`` (``distributed.World``, under torchrun): train this rank's shard of every global batch, with the
+    gradients averaged over the ranks by ``DistributedDataParallel``; the history is the whole batch's.
+    The inputs take the model's dtype (float32, or float64 for an exact comparison).
     """
     positive_int(epochs, "epochs")
     positive_int(batch_size, "batch_size")
@@ -154,23 +170,35 @@ def pretrain(
         raise ValueError(f"Unknown pretext {pretext!r}. Choose one of: {', '.join(PRETEXTS)}.")
     if len(images) == 0:
         raise ValueError("No images to train on.")
-    device = pick_device(device)
+    device = world.device if world else pick_device(device)
+    if world:
+        world.check_batch(batch_size)
     model.to(device).train()
-    x = to_inputs(images, device)  # (N, 784) floats in [0, 1], moved to the device once
+    dtype = next(model.parameters()).dtype
+    x = to_inputs(images, device).to(dtype)  # (N, 784) floats in [0, 1], moved to the device once
+    net = DistributedDataParallel(model) if world else model
     optimizer = adam(model.parameters(), lr, device)
-    amp = autocast(device)
+    amp, scaler = autocast(device), grad_scaler(device)
     generator = torch.Generator().manual_seed(seed)
     history: History = {"epoch": [], "train_loss": [], "seconds": [], "step_loss": []}
     if test_images is not None:
         history["test_loss"] = []
-    with _progress(epochs, "pretrain", progress) as bar:
+    with _progress(epochs, "pretrain", progress if not world or world.rank == 0 else False) as bar:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             batches = _batches(len(x), batch_size, generator, device)
-            step_losses = torch.empty(len(batches), device=device)
+            step_losses = torch.empty(len(batches), device=device, dtype=dtype)
             for i, idx in enumerate(batches):
-                target = x.index_select(0, idx)  # (B, 784)
-                step_losses[i] = pretrain_step(model, optimizer, corrupt(target, pretext, generator), target, amp)
+                target = x.index_select(0, idx)  # (B, 784): the global batch
+                inputs = corrupt(target, pretext, generator)  # noise and masks drawn for the whole global batch
+                if world is None:
+                    step_losses[i] = pretrain_step(net, optimizer, inputs, target, amp, scaler)
+                    continue
+                part, weight = world.shard(len(idx)), world.loss_weight(len(idx))
+                loss = pretrain_step(net, optimizer, inputs[part], target[part], amp, scaler, weight)
+                step_losses[i] = loss * (part.stop - part.start) / len(idx)  # this rank's share of the batch mean
+            if world:
+                world.sum_(step_losses)  # the whole batch's mean loss per step, on every rank
             end_epoch(history, epoch, step_losses, lr, start, device)
             if test_images is not None:
                 history["test_loss"].append(evaluate(model, test_images, device=device)["mse"])
@@ -218,6 +246,7 @@ def finetune(
     if not classifier.encoder_frozen:
         groups.append({"params": list(classifier.encoder.parameters()), "lr": encoder_lr})
     optimizer = adam(groups, lr, device)
+    amp, scaler = autocast(device), grad_scaler(device)
     generator = torch.Generator().manual_seed(seed)
     history: History = {"epoch": [], "train_loss": [], "train_acc": [], "seconds": []}
     if val is not None:
@@ -234,12 +263,13 @@ def finetune(
             correct = torch.zeros((), device=device, dtype=torch.long)
             for idx in batches:
                 xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-                with autocast(device):
+                with amp:
                     logits = classifier(xb).float()
                 loss = F.cross_entropy(logits, yb)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 loss_sum += loss.detach() * len(idx)
                 correct += (logits.argmax(1) == yb).sum()
             mean_loss = float(loss_sum) / len(x)

@@ -91,3 +91,57 @@ def test_describe_and_synchronize_on_cpu():
     assert describe_device(cpu).startswith("CPU: ")
     assert f"{torch.get_num_threads()} threads" in describe_device(cpu)
     assert synchronize(cpu) is None
+
+
+@pytest.mark.parametrize(
+    ("device_type", "capability", "dtype", "scaler", "tf32"),
+    [
+        ("cpu", None, None, False, False),
+        ("mps", None, None, False, False),
+        ("cuda", (6, 1), torch.float16, True, False),  # Pascal (P100: 6.0, GTX 10xx: 6.1)
+        ("cuda", (7, 0), torch.float16, True, False),  # Volta: V100
+        ("cuda", (7, 5), torch.float16, True, False),  # Turing: T4, Colab's usual GPU
+        ("cuda", (8, 0), torch.bfloat16, False, True),  # Ampere: A100
+        ("cuda", (8, 6), torch.bfloat16, False, True),  # Ampere: RTX 30xx, A10
+        ("cuda", (8, 9), torch.bfloat16, False, True),  # Ada: L4, RTX 40xx
+        ("cuda", (9, 0), torch.bfloat16, False, True),  # Hopper: H100
+        ("cuda", (12, 0), torch.bfloat16, False, True),  # later GPUs
+    ],
+)
+def test_the_precision_decision_table(device_type, capability, dtype, scaler, tf32):
+    chosen = devices.choose_precision(device_type, capability)
+    assert (chosen.dtype, chosen.scaler, chosen.tf32) == (dtype, scaler, tf32)
+
+
+def test_the_precision_is_said_in_words():
+    assert devices.choose_precision("cpu").describe() == "float32"
+    assert devices.choose_precision("cuda", (7, 5)).describe() == "float16 mixed precision with a gradient scaler"
+    assert devices.choose_precision("cuda", (9, 0)).describe() == "bfloat16 mixed precision, TF32 matmuls"
+    assert describe_device(torch.device("cpu")).endswith("; trains in float32")
+
+
+def test_the_scaler_is_a_pass_through_where_the_precision_needs_none():
+    scaler = devices.grad_scaler(torch.device("cpu"))
+    assert not scaler.is_enabled()
+    loss = torch.tensor(0.25, requires_grad=True)
+    assert scaler.scale(loss) is loss
+
+
+def test_a_step_through_an_enabled_scaler_is_the_plain_step():
+    # float16 training multiplies the loss by a power of two before backward and divides the gradients by it
+    # before the step: both exact in binary floating point while nothing overflows, so on the CPU (float32 inside)
+    # a step through an enabled scaler must give the very same weights as the plain step. This runs the code path
+    # a T4 takes, short of its float16 arithmetic.
+    from ptft_helpers.models import build_autoencoder
+    from ptft_helpers.training import adam, pretrain_step
+
+    x = torch.rand(32, 784, generator=torch.Generator().manual_seed(0))
+    weights = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**16)):
+        torch.manual_seed(0)
+        model = build_autoencoder()
+        optimizer = adam(model.parameters(), 1e-3, torch.device("cpu"))
+        for _ in range(3):
+            pretrain_step(model, optimizer, x, x, scaler=scaler)
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

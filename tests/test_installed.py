@@ -138,5 +138,5 @@ def test_a_student_who_cannot_write_the_environment(installed):
         subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work)], check=True)
         ran = as_user(user, *nbval(python, NOTEBOOKS[1]), env=env, cwd=work, timeout=900)
         assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
-        assert (work / "results" / "fast" / "06_label_efficiency.csv").is_file()
+        assert (work / "results" / "fast" / "06_contrastive_probe.csv").is_file()
     assert files_under(site) == before

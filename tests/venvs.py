@@ -73,17 +73,39 @@ def _place(source: Path, target: Path) -> None:
 
 
 def seeded_venv(path: Path, names: Iterable[str]) -> Path:
-    """A venv at ``path`` from ``/usr/bin/python3``, holding ``names`` and their dependencies; returns its python."""
+    """A venv at ``path`` from ``/usr/bin/python3``, holding ``names`` and their dependencies; returns its python.
+
+    Files inside ``site-packages`` and the data files beside it (``share/``, ``etc/``: JupyterLab's pages, the
+    server extensions' settings) are linked; the console scripts (``bin/jupyter``, ...) are written anew from the
+    distributions' entry points, with this venv's python, as pip writes them."""
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(path)], check=True, capture_output=True, timeout=300)
     site = _site_packages(path)
+    own = {_canonical(d.metadata["Name"]) for d in metadata.distributions(path=[str(site)])}  # pip, setuptools
     for dist in closure(names):
+        if _canonical(dist.metadata["Name"]) in own:
+            continue  # the new venv's own copy stays: mixing two versions' files would break both
         base = Path(dist.locate_file(""))
         for entry in dist.files or []:
-            if entry.parts[0] == ".." or "__pycache__" in entry.parts:
-                continue  # scripts (bin/, with the other venv's python in them) and bytecode caches
-            source = base / entry
-            if source.is_file() and not (site / entry).exists():
-                _place(source, site / entry)
+            if "__pycache__" in entry.parts:
+                continue
+            source = (base / entry).resolve()
+            if entry.parts[0] == "..":  # beside site-packages: data files in share/ and etc/, scripts in bin/
+                inside = source.relative_to(base.resolve().parent.parent.parent)  # relative to the other venv
+                if inside.parts[0] not in ("share", "etc"):
+                    continue
+                target = path / inside
+            else:
+                target = site / entry
+            if source.is_file() and not target.exists():
+                _place(source, target)
+        for script in dist.entry_points.select(group="console_scripts"):
+            module, _, function = script.value.partition(":")
+            launcher = path / "bin" / script.name
+            launcher.write_text(
+                f"#!{path / 'bin' / 'python'}\nimport sys\nfrom {module} import {function.split('.')[0]}\n"
+                f"sys.exit({function}())\n"
+            )
+            launcher.chmod(0o755)
     return path / "bin" / "python"
 
 
