@@ -4,15 +4,17 @@
 ``make notebooks`` runs this. For each notebook, in order: a fast-mode run (``PTFT_FAST=1``, outputs thrown away),
 then a full run (``PTFT_FAST=0``, outputs stored in the notebook), each with ``jupyter nbconvert --execute``, kernel
 start included. Every run's row goes to ``results/notebook_times.csv``: notebook, mode, wall seconds, the CPU, the
-PyTorch threads, the 1-minute load average just before the run, the date and the code version. A notebook's
-earlier rows are replaced.
+PyTorch threads, how busy the CPU was in the 5 seconds just before the run, the date and the code version. A
+notebook's earlier rows are replaced.
 
 From that record it then writes the times where people read them: the ``**Run time:**`` line at the top of each
 notebook, and the tables between ``<!-- notebook-times -->`` markers in README.md and docs/teaching.md.
 ``tests/test_run_times.py`` checks that they agree with the record.
 
-Time only on a quiet machine: other processes on the same cores made times 3 to 16 times longer. The load average
-is recorded so that a reader can tell. ``--fast-only`` times fast mode without touching the stored outputs;
+Time only on a quiet machine: other processes on the same cores made times 3 to 16 times longer. Before each run
+the script waits (up to 2 minutes) until the CPU is less than 10% busy, and records how busy it was, so that a
+reader can tell. (The load average cannot tell: it lags by a minute, so after one notebook it still counts the
+last.) ``--fast-only`` times fast mode without touching the stored outputs;
 ``--write-only`` rewrites the prose from the existing record.
 """
 
@@ -39,7 +41,7 @@ from ptft_helpers.devices import cpu_name  # noqa: E402
 from ptft_helpers.settings import code_version  # noqa: E402
 
 RECORD = REPO_ROOT / "results" / "notebook_times.csv"
-FIELDS = ["notebook", "mode", "seconds", "cpu", "threads", "load_before", "date", "code_version"]
+FIELDS = ["notebook", "mode", "seconds", "cpu", "threads", "cpu_busy_before", "date", "code_version"]
 MARKER = re.compile(r"(<!-- notebook-times -->\n).*?(<!-- /notebook-times -->)", re.DOTALL)
 RUN_TIME = re.compile(r"^\*\*Run time:\*\*.*$", re.MULTILINE)
 
@@ -54,8 +56,31 @@ def duration(seconds: float) -> str:
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
-def load_average() -> float:
-    return os.getloadavg()[0]
+def cpu_busy(seconds: float = 5.0) -> float:
+    """The share of all cores' time that was busy over the next ``seconds`` (from /proc/stat; 0.0 where it
+    cannot be read)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except OSError:
+        return 0.0
+    return (busy1 - busy0) / max(total1 - total0, 1)
+
+
+def wait_until_quiet(limit: float = 0.10, patience: float = 120.0) -> float:
+    """Wait until the CPU is less than ``limit`` busy (at most ``patience`` seconds); return the last reading."""
+    start = time.perf_counter()
+    busy = cpu_busy()
+    while busy >= limit and time.perf_counter() - start < patience:
+        busy = cpu_busy()
+    return busy
 
 
 def execute(path: Path, fast: bool) -> float:
@@ -112,8 +137,8 @@ def run_time_line(full: dict, fast: dict) -> str:
     return (
         f"**Run time:** full run {duration(float(full['seconds']))}, fast mode (`PTFT_FAST=1`) "
         f"{duration(float(fast['seconds']))}: measured by `make notebooks` on {full['date']} on a "
-        f"{full['threads']}-thread {full['cpu']} with no GPU (load average before the run "
-        f"{float(full['load_before']):.1f}), with the encoders of `make checkpoints` already trained."
+        f"{full['threads']}-thread {full['cpu']} with no GPU (the CPU {float(full['cpu_busy_before']):.0%} busy just "
+        f"before the run), with the encoders of `make checkpoints` already trained."
     )
 
 
@@ -165,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         for path in chosen:
             for fast in (True,) if args.fast_only else (True, False):
                 mode = "fast" if fast else "full"
-                load = load_average()
-                if load > 1.0:
-                    print(f"warning: load average {load:.1f} before {path.name} ({mode}): the time will be long")
+                busy = wait_until_quiet()
+                if busy >= 0.10:
+                    print(f"warning: the CPU was {busy:.0%} busy before {path.name} ({mode}): the time will be long")
                 seconds = execute(path, fast)
                 record = [r for r in record if (r["notebook"], r["mode"]) != (path.name, mode)]
                 record.append(
@@ -177,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                         "seconds": f"{seconds:.1f}",
                         "cpu": cpu_name(),
                         "threads": torch.get_num_threads(),
-                        "load_before": f"{load:.2f}",
+                        "cpu_busy_before": f"{busy:.3f}",
                         "date": datetime.date.today().isoformat(),
                         "code_version": code_version(),
                     }

@@ -5,6 +5,7 @@ notebook's recorded full run fits a lesson (at most 10 minutes)."""
 from __future__ import annotations
 
 import csv
+import os
 import importlib.util
 import json
 from pathlib import Path
@@ -69,3 +70,18 @@ def test_a_stale_time_would_show(record):
     line = timer.run_time_line(modes["full"], modes["fast"])
     other = {**modes["full"], "seconds": str(float(modes["full"]["seconds"]) + 61)}
     assert timer.run_time_line(other, modes["fast"]) != line  # a minute more shows in the line
+
+
+def test_the_cpu_is_read_as_a_busy_share():
+    # A busy loop in this process for the whole sampling window keeps at least one core of the machine busy.
+    import threading
+
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+    spinner.start()
+    try:
+        busy = timer.cpu_busy(0.5)
+    finally:
+        stop.set()
+        spinner.join()
+    assert 0.9 / (os.cpu_count() or 1) <= busy <= 1.0
