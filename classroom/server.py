@@ -61,8 +61,12 @@ class SetupError(Exception):
     """A problem with the machine or the roster; the message says what and how to fix it (printed in one line)."""
 
 
+STARTED = time.perf_counter()
+
+
 def say(message: str) -> None:
-    print(f"classroom: {message}", flush=True)
+    """One line of progress, with the seconds since the command started (the teacher's guide quotes them)."""
+    print(f"classroom [{time.perf_counter() - STARTED:5.0f} s]: {message}", flush=True)
 
 
 def run(*command: str, **kwargs) -> subprocess.CompletedProcess:
@@ -278,6 +282,7 @@ def setup(args: argparse.Namespace) -> None:
     configure_jupyter(venv, args.exchange, args.course)
     prepare_data(python, prefix / "data", checkpoints=not args.no_checkpoints)
     run("chmod", "-R", "a+rX,go-w", str(venv), str(prefix / "node"))
+    say(f"accounts for the {len(roster)} people on the roster: private homes, each with a copy of the notebooks")
     create_accounts(roster, prefix)
     users = [r["username"] for r in roster]
     for user in users:

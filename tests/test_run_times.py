@@ -5,9 +5,9 @@ notebook's recorded full run fits a lesson (at most 10 minutes)."""
 from __future__ import annotations
 
 import csv
-import os
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
