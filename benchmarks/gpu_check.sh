@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+$PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "gpu_check: no CUDA GPU here; run it on a machine with one")'
 export PTFT_DEVICE=cuda PTFT_PROGRESS=0
 export PTFT_CHECKPOINTS="$(mktemp -d)"
 report=benchmarks/gpu-report.md
@@ -29,14 +30,19 @@ PTFT_FAST=1 $PY -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-wi
   notebooks/[0-9]*.ipynb > benchmarks/gpu-notebooks.log 2>&1 && nb_status=passed || nb_status=FAILED
 nb_seconds=$(( $(date +%s) - nb_start ))
 
-timed() {  # $1: label; the rest: pretrain options. Prints the seconds and the checkpoint's summary.
+timed() {  # $1: label; the rest: pretrain options. Trains into a new file (never a found checkpoint: --out), and
+  # prints the seconds and the checkpoint's summary; a failure stops the check.
   local label=$1; shift
-  local t0=$SECONDS
-  PTFT_FAST=0 $PY -m ptft_helpers pretrain "$@" > "benchmarks/gpu-$label.log" 2>&1
-  echo "$label $((SECONDS - t0)) $(tail -1 "benchmarks/gpu-$label.log")"
+  local t0=$SECONDS log="benchmarks/gpu-$label.log"
+  if ! PTFT_FAST=0 $PY -m ptft_helpers pretrain "$@" --out "$PTFT_CHECKPOINTS/$label.pt" > "$log" 2>&1 \
+      || ! grep -q "^Saved the checkpoint" "$log"; then
+    echo "gpu_check: the $label pretraining failed or did not train; see $log" >&2
+    return 1
+  fi
+  echo "$label $((SECONDS - t0)) $(tail -1 "$log")"
 }
-ae=$(timed autoencoder --pretext plain)
-simclr=$(timed simclr --pretext simclr)
+ae=$(timed autoencoder --pretext plain) || exit 1
+simclr=$(timed simclr --pretext simclr) || exit 1
 
 $PY - "$nb_status" "$nb_seconds" "$ae" "$simclr" "$(( $(date +%s) - start ))" <<'EOF'
 import json, sys

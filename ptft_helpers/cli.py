@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -197,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except (ValueError, FileNotFoundError, PermissionError) as err:
-        # Bad arguments give one-line messages; a missing dataset also lists where it looked and the fixes.
-        print(f"{parser.prog} {args.command}: error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
+        # Bad arguments give one-line messages; a missing dataset also lists where it looked and the fixes. Under
+        # torchrun every rank meets the same error: rank 0 says it, the others only exit with the same code.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{parser.prog} {args.command}: error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
         return 2
 
 
@@ -271,26 +274,41 @@ def _pretrain(args: argparse.Namespace) -> int:
     """Load or train; print one line saying where the checkpoint is, then its summary as JSON. Under torchrun, every
     rank trains its share and rank 0 prints and writes."""
     world = World.start()  # None unless torchrun started this process
-    if args.all:
-        defaults = {
-            "arch": None,
-            "latent_dim": None,
-            "hidden_dim": None,
-            "epochs": None,
-            "train_size": None,
-            "lr": None,
-            "batch_size": None,
-            "out": None,
-            "pretext": "plain",
-            "seed": 0,
-        }
-        if chosen := [name.replace("_", "-") for name, value in defaults.items() if getattr(args, name) != value]:
-            raise ValueError(f"--all takes each encoder's own recipe: leave out {', '.join('--' + o for o in chosen)}.")
-        for options in SERIES_ENCODERS:
-            _pretrain_one(args.dataset, world, **options)
-        return 0
+    try:
+        if args.all:
+            _pretrain_all(args, world)
+        else:
+            _pretrain_one(args.dataset, world, **_options(args))
+    finally:
+        if world is not None:
+            world.stop()
+    return 0
+
+
+def _pretrain_all(args: argparse.Namespace, world: World | None) -> None:
+    """Every encoder of ``SERIES_ENCODERS``, each with its own recipe (so no recipe option may be given)."""
+    defaults = {
+        "arch": None,
+        "latent_dim": None,
+        "hidden_dim": None,
+        "epochs": None,
+        "train_size": None,
+        "lr": None,
+        "batch_size": None,
+        "out": None,
+        "pretext": "plain",
+        "seed": 0,
+    }
+    if chosen := [name.replace("_", "-") for name, value in defaults.items() if getattr(args, name) != value]:
+        raise ValueError(f"--all takes each encoder's own recipe: leave out {', '.join('--' + o for o in chosen)}.")
+    for options in SERIES_ENCODERS:
+        _pretrain_one(args.dataset, world, **options)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """``load_or_pretrain``'s options from the command line (SimCLR's architecture and sizes by default)."""
     simclr = args.pretext == "simclr"
-    options = {
+    return {
         "pretext": args.pretext,
         "arch": args.arch or ("smallconv" if simclr else "mlp"),
         "latent_dim": args.latent_dim or (64 if simclr else 32),
@@ -299,8 +317,6 @@ def _pretrain(args: argparse.Namespace) -> int:
         "path": args.out,
         **{k: getattr(args, k) for k in ("epochs", "train_size", "lr", "batch_size") if getattr(args, k) is not None},
     }
-    _pretrain_one(args.dataset, world, **options)
-    return 0
 
 
 def _pretrain_one(dataset: str, world: World | None, **options) -> None:

@@ -203,7 +203,8 @@ def pretrain_contrastive(
     in ``step_loss``. ``augmentations`` override ``AUGMENT_DEFAULTS``. Raises ``TrainingDiverged`` on NaN.
     ``world`` (``distributed.World``, under torchrun): each rank encodes its shard of every global batch's views;
     the codes of all ranks are gathered, so that the negatives are the whole global batch, and batch norm uses the
-    global batch's statistics (``distributed.GlobalBatchNorm2d``): several processes train what one would.
+    global batch's statistics (``distributed.GlobalBatchNorm2d``, during training only): several processes train
+    what one would.
     """
     positive_int(epochs, "epochs")
     positive_int(batch_size, "batch_size")
@@ -252,6 +253,8 @@ def pretrain_contrastive(
             history["images_per_s"].append(sum(len(b) for b in batches) / seconds)
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}")
             bar.update()
+    if world:
+        global_batch_norm(model, on=False)  # plain batch norm again: the trained model is the one a notebook loads
     return history
 
 

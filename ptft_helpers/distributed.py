@@ -17,11 +17,13 @@ The rules that make N processes train exactly what one process trains on the who
   batch statistics give away which views belong together.
 
 Every collective used in a forward pass sums, and its gradient sums too, so each rank's gradient is N times its
-share; DDP's average divides by N again. On CPUs the backend is gloo, on GPUs NCCL (chosen by ``World.start``).
+share; DDP's average divides by N again. On CPUs the backend is gloo, on GPUs NCCL (chosen by ``World.start`` from
+the device ``devices.pick_device`` picks: ``PTFT_DEVICE=cpu`` keeps a GPU machine's processes on the CPU).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import warnings
 from dataclasses import dataclass
@@ -31,7 +33,13 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
-RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+from .devices import pick_device
+
+RANKS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # torchrun sets these for each process it starts
+RENDEZVOUS = (*RANKS, "MASTER_ADDR", "MASTER_PORT")
+# How long a rank waits in a collective: rank 0 may wait for another process's checkpoint (a file lock) while the
+# others wait for its word, for as long as that pretraining takes (NCCL's default would stop them after 10 minutes).
+TIMEOUT = datetime.timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -46,26 +54,37 @@ class World:
     @staticmethod
     def start(device: torch.device | str | None = None) -> World | None:
         """Join the process group that torchrun set up (its environment variables say where), or return None when
-        this process was not started by torchrun. Picks gloo on CPUs and NCCL on CUDA GPUs, one GPU per local rank."""
-        present = [name for name in RENDEZVOUS if os.environ.get(name)]
-        if not present:
+        this process was not started by torchrun. The device is ``devices.pick_device(device)``'s choice: on CUDA,
+        one GPU per local rank and the NCCL backend; otherwise the CPU and gloo (an Apple GPU cannot take part)."""
+        if not any(os.environ.get(name) for name in RANKS):
             return None
-        if missing := [name for name in RENDEZVOUS if name not in present]:
+        if missing := [name for name in RENDEZVOUS if not os.environ.get(name)]:
             raise ValueError(
                 f"Started for several processes, but {', '.join(missing)} is not set: launch with "
                 "`torchrun --nproc_per_node=N -m ptft_helpers pretrain ...`, which sets all of "
                 f"{', '.join(RENDEZVOUS)}."
             )
-        rank, size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-        if device is None:
-            device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-        device = torch.device(device)
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        rank, size, local_rank = (int(os.environ[k]) for k in RANKS)
+        if pick_device(device).type == "cuda":
+            if local_rank >= torch.cuda.device_count():
+                local = os.environ.get("LOCAL_WORLD_SIZE", str(local_rank + 1))
+                raise ValueError(
+                    f"{local} processes on this machine but {torch.cuda.device_count()} GPU(s): start one process per "
+                    f"GPU (torchrun --nproc_per_node={torch.cuda.device_count()}), or set PTFT_DEVICE=cpu to train "
+                    "on the CPU."
+                )
+            chosen, backend = torch.device(f"cuda:{local_rank}"), "nccl"
+            torch.cuda.set_device(chosen)
+        else:
+            chosen, backend = torch.device("cpu"), "gloo"
         if not dist.is_initialized():
-            dist.init_process_group(backend, rank=rank, world_size=size)
-        return World(rank, size, device, backend)
+            dist.init_process_group(backend, rank=rank, world_size=size, timeout=TIMEOUT)
+        return World(rank, size, chosen, backend)
+
+    def stop(self) -> None:
+        """Leave the process group (what torchrun expects of a process before it exits)."""
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
     def check_batch(self, batch_size: int) -> None:
         """Refuse a global batch that the ranks cannot share evenly, in one line."""
@@ -100,11 +119,11 @@ class World:
     def barrier(self) -> None:
         dist.barrier()
 
-    def agree(self, value: bool) -> bool:
+    def from_leader(self, value: int) -> int:
         """Rank 0's ``value``, on every rank (so that all ranks take the same branch)."""
-        flag = torch.tensor([int(value)], device=self.device)  # NCCL sends GPU tensors only
-        dist.broadcast(flag, src=0)
-        return bool(flag)
+        number = torch.tensor([value], device=self.device)  # NCCL sends GPU tensors only
+        dist.broadcast(number, src=0)
+        return int(number)
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Add ``tensor`` up over the ranks, in place, outside autograd (e.g. loss values for the history)."""
@@ -126,37 +145,46 @@ def gather_rows(x: torch.Tensor, world: World, sizes: list[int]) -> torch.Tensor
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` with the statistics of the whole global batch: every rank's per-channel count, sum and sum of
     squares are added up over the ranks (an all-reduce, through autograd), so N processes normalise as one process
-    would on the whole batch. Outside training (or in one process) it is plain batch norm."""
+    would on the whole batch. Outside training (or in one process) it is plain batch norm. The statistics are
+    computed in float32 at least, also under autocast (a float16 count overflows past 65,504 values)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         channels = x.shape[1]
-        count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
-        local = torch.cat([count, x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))])
+        count = torch.full((1,), xf.numel() / channels, dtype=xf.dtype, device=x.device)
+        local = torch.cat([count, xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3))])
         total = dist_nn.all_reduce(local)
         n, mean = total[0], total[1 : 1 + channels] / total[0]
-        var = total[1 + channels :] / n - mean * mean  # biased, as batch norm normalises
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            unbiased = var * n / (n - 1)
-            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased.detach())
+        var = (total[1 + channels :] / n - mean * mean).clamp_min(0)  # biased, as batch norm normalises
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                # nn.BatchNorm2d's factor: the momentum, or (momentum None) a cumulative average
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var * n / (n - 1).clamp_min(1)
+                self.running_mean.mul_(1 - factor).add_(factor * mean.detach().to(self.running_mean.dtype))
+                self.running_var.mul_(1 - factor).add_(factor * unbiased.detach().to(self.running_var.dtype))
         shape = (1, channels, 1, 1)
-        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+        out = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
 
 
-def global_batch_norm(module: nn.Module) -> nn.Module:
+def global_batch_norm(module: nn.Module, on: bool = True) -> nn.Module:
     """``module`` with every ``BatchNorm2d`` replaced by a ``GlobalBatchNorm2d`` holding the same weights and
-    running statistics (in place; returns ``module``)."""
+    running statistics (``on=False``: back again, so that a trained model is plain PyTorch), in place; returns
+    ``module``."""
+    old, new = (nn.BatchNorm2d, GlobalBatchNorm2d) if on else (GlobalBatchNorm2d, nn.BatchNorm2d)
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            replacement = GlobalBatchNorm2d(
-                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
-            ).to(device=child.running_mean.device, dtype=child.running_mean.dtype)
+        if type(child) is old:
+            replacement = new(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            if (like := child.weight if child.affine else child.running_mean) is not None:
+                replacement.to(device=like.device, dtype=like.dtype)
             replacement.load_state_dict(child.state_dict())
             setattr(module, name, replacement)
         else:
-            global_batch_norm(child)
+            global_batch_norm(child, on)
     return module

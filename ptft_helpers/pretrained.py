@@ -194,18 +194,24 @@ def load_or_pretrain(
         candidates = [Path(path)]
     else:
         candidates = [folder / name for folder in checkpoint_dirs()]
-    if not retrain:
-        for candidate in candidates:
-            if found := _load_matching(candidate, wanted, config):
-                return found
+    leader = world is None or world.rank == 0  # under torchrun only rank 0 looks, takes the lock and writes
+    found, index = None, -1  # the first candidate that holds a matching checkpoint, and its place in the list
+    if leader and not retrain:
+        found, index = next(
+            ((f, i) for i, c in enumerate(candidates) if (f := _load_matching(c, wanted, config))), (None, -1)
+        )
+    if world is not None:  # every rank takes rank 0's branch, even while another process is saving a checkpoint
+        index = world.from_leader(index)
+        found = found or (_load_matching(candidates[index], wanted, config) if index >= 0 else None)
+    if found:
+        return found
     target = candidates[0] if path is not None else writable_checkpoint_dir() / name
     train, test = load(dataset, "train"), load(dataset, "test")
     whole_number(settings["train_size"], "train_size", 1, len(train))
-    leader = world is None or world.rank == 0  # under torchrun only rank 0 takes the lock and writes
     with _exclusive(target) if leader else contextlib.nullcontext():
         found = leader and not retrain and _load_matching(target, wanted, config)  # another process just saved it
-        if world is not None and world.agree(bool(found)) and not leader:
-            found = _load_matching(target, wanted, config)
+        if world is not None and world.from_leader(int(bool(found))):
+            found = found or _load_matching(target, wanted, config)
         if found:
             return found
         with seeded(seed):

@@ -196,7 +196,8 @@ def pretrain(
                     continue
                 part, weight = world.shard(len(idx)), world.loss_weight(len(idx))
                 loss = pretrain_step(net, optimizer, inputs[part], target[part], amp, scaler, weight)
-                step_losses[i] = loss * (part.stop - part.start) / len(idx)  # this rank's share of the batch mean
+                share = part.stop - part.start  # 0 where a last batch has fewer images than there are ranks
+                step_losses[i] = loss * share / len(idx) if share else 0.0  # this rank's share of the batch mean
             if world:
                 world.sum_(step_losses)  # the whole batch's mean loss per step, on every rank
             end_epoch(history, epoch, step_losses, lr, start, device)

@@ -258,3 +258,10 @@ FAKE_RESULTS = {
     "targets": {"speedup_at_least_3x": True, "batch512_at_least_60pct_of_peak": True},
     "benchmark_seconds": 1.0,
 }
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check itself runs (minutes)")
+def test_the_gpu_check_says_in_one_line_that_it_needs_a_gpu():
+    done = subprocess.run(["bash", str(SCRIPT.parent / "gpu_check.sh")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.strip() == "gpu_check: no CUDA GPU here; run it on a machine with one"

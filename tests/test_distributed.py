@@ -29,7 +29,7 @@ TOLERANCE = 1e-9  # float64, relative to each tensor's largest entry
 
 def torchrun(processes: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *args]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PTFT_PROGRESS": "0", **(env or {})}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PTFT_PROGRESS": "0", "PTFT_DEVICE": "cpu", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600, cwd=REPO_ROOT)
 
 
@@ -54,7 +54,7 @@ def runs(tmp_path_factory, fashion_root):
                 capture_output=True,
                 text=True,
                 timeout=600,
-                env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                env={**os.environ, "OMP_NUM_THREADS": "1", "PTFT_DEVICE": "cpu", **env},
             )
         else:
             done = torchrun(processes, str(WORKER), "--out", str(path), "--dtype", dtype, env=env)
@@ -64,12 +64,13 @@ def runs(tmp_path_factory, fashion_root):
 
 
 @pytest.mark.parametrize("processes", [2, 3])
-@pytest.mark.parametrize("kind", ["autoencoder", "simclr"])
+@pytest.mark.parametrize("kind", ["autoencoder", "simclr", "autoencoder, empty shard", "simclr, empty shard"])
 def test_several_processes_train_what_one_does(runs, processes, kind):
     one, many = runs[1, "float64"][kind], runs[processes, "float64"][kind]
     assert difference(many["state"], one["state"]) < TOLERANCE
     assert max(abs(a - b) for a, b in zip(many["loss"], one["loss"])) < TOLERANCE  # the whole batch's loss, per step
-    assert len(one["loss"]) == 5  # four batches of 24 and a last one of 10, which 2 and 3 processes split unevenly
+    assert len(one["loss"]) == len(many["loss"]) == 5  # four batches of 24 and a smaller last one
+    assert "GlobalBatchNorm2d" not in many["modules"]  # the trained model is plain PyTorch again
 
 
 def test_the_check_would_see_a_real_difference(runs):
@@ -122,7 +123,7 @@ def test_bad_setups_are_one_line(processes, args, expected, tmp_path, fashion_ro
     done = torchrun(processes, "-m", "ptft_helpers", "pretrain", "--epochs", "1", "--train-size", "64", *args, env=env)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("python -m ptft_helpers pretrain: error:")]
-    assert errors and all(expected in line for line in errors), done.stderr[-2000:]
+    assert len(errors) == 1 and expected in errors[0], done.stderr[-2000:]  # said once, by rank 0
     assert not list(tmp_path.glob("*.pt"))
 
 
@@ -139,3 +140,26 @@ def test_a_missing_rendezvous_variable_is_one_line(tmp_path, fashion_root):
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "LOCAL_RANK, MASTER_ADDR, MASTER_PORT is not set" in done.stderr
+
+
+def test_a_plain_run_is_one_process_even_where_a_cluster_sets_a_master(monkeypatch):
+    from ptft_helpers.distributed import World
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "node0.example")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert World.start() is None
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    # The decision alone, on a machine that would have one GPU: the second process on it has none of its own.
+    import ptft_helpers.distributed as distributed
+
+    monkeypatch.setattr(distributed, "pick_device", lambda device=None: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    for name, value in {**env, "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=r"^2 processes on this machine but 1 GPU\(s\): .*PTFT_DEVICE=cpu"):
+        distributed.World.start()
