@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .seeding import seeded
 from .validation import positive_int
 
 WEIGHT_DECAYS = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)  # the linear probe's grid, the same in every notebook
@@ -189,10 +190,12 @@ def spreading_graph(
     """The graph of ``pool`` (N, D) features for each k in ``ks``, and the test rows' neighbours in it.
 
     Features with more than ``dims`` numbers are first projected on their top ``dims`` principal components (fitted
-    on the pool, by the randomised ``torch.pca_lowrank``; the features are assumed centred, e.g. standardised).
+    on the pool, by the randomised ``torch.pca_lowrank``, seeded so that a rerun builds the same graph; the features
+    are assumed centred, e.g. standardised).
     """
     if pool.shape[1] > dims:
-        _, _, v = torch.pca_lowrank(pool, q=dims, center=False)
+        with seeded(0):  # pca_lowrank draws its random projection from the global generator
+            _, _, v = torch.pca_lowrank(pool, q=dims, center=False)
         pool, test = pool @ v, test @ v
     neighbours, similarities = knn_graph(pool, max(ks))
     test_neighbours, test_similarities = knn_graph(pool, max(ks), queries=test)

@@ -109,3 +109,16 @@ def test_spread_and_score_chooses_on_validation_and_reads_no_other_label():
     assert math.isnan(alone["val_acc"]) and alone["test_acc"] == 1.0
     with pytest.raises(ValueError, match="single"):
         spread_and_score(graph, labelled, val[:0], hidden, new_labels)
+
+
+def test_a_graph_on_reduced_features_is_the_same_whatever_the_random_state():
+    # Features longer than `dims` are reduced by the randomised torch.pca_lowrank: seeded, so that a rerun of a
+    # notebook builds the same graph, whatever random numbers were drawn before.
+    gen = torch.Generator().manual_seed(0)
+    pool, test = torch.randn(300, 40, generator=gen), torch.randn(20, 40, generator=gen)
+    graphs = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        graphs.append(spreading_graph(pool, test, ks=(5,), dims=8))
+    assert torch.equal(graphs[0].test_neighbours, graphs[1].test_neighbours)
+    assert torch.equal(graphs[0].weights[5].to_dense(), graphs[1].weights[5].to_dense())
