@@ -8,10 +8,10 @@ roster's students in with the initial passwords in ``<prefix>/passwords.csv``):
     /opt/ptft/venv/bin/python benchmarks/bench_classroom.py --prefix /opt/ptft --students 4
     /opt/ptft/venv/bin/python benchmarks/bench_classroom.py --notebook 00_setup_and_data --fast
 
-It prints a Markdown table and writes the numbers to ``benchmarks/classroom.json`` (docs/teaching.md, "Run a class
-on one server", quotes a run). Memory is the resident memory of all of a student's processes (server and kernel),
-sampled every 0.25 s; CPU time is theirs during the run. Students' servers stay up afterwards (the idle culler
-stops them). Time on a quiet machine: other work on the cores makes every number worse.
+It prints a Markdown table and writes the numbers to ``benchmarks/classroom-<notebook>.json`` (docs/teaching.md,
+"Run a class on one server", quotes the runs stored there). Memory is the resident memory of all of a student's
+processes (server and kernel), sampled every 0.25 s; CPU time is theirs during the run. Students' servers stay up
+afterwards (the idle culler stops them). Time on a quiet machine: other work on the cores makes every number worse.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--students", type=int, default=4, help="students running the notebook at once (4)")
     parser.add_argument("--notebook", default="03_pretraining", help="which notebook (03_pretraining)")
     parser.add_argument("--fast", action="store_true", help="run it in fast mode (default: a full run)")
-    parser.add_argument("--json", type=Path, default=REPO_ROOT / "benchmarks" / "classroom.json")
+    parser.add_argument("--json", type=Path, help="where to write the numbers (benchmarks/classroom-NOTEBOOK.json)")
     args = parser.parse_args(argv)
+    args.json = args.json or REPO_ROOT / "benchmarks" / f"classroom-{args.notebook}.json"
     if os.geteuid() != 0:
         raise SystemExit("run this as root: it reads the initial passwords, which only root can read")
     settings = json.loads((args.prefix / "hub" / "settings.json").read_text())
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     for t in logins:
         t.join()
     alone = run_at_once(hub, students[:1], args.notebook, args.fast)
-    together = run_at_once(hub, students, args.notebook, args.fast)
+    together = run_at_once(hub, students, args.notebook, args.fast) if len(students) > 1 else alone
     load = os.getloadavg()[0]
     result = {
         "cpu": cpu_name(),
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.notebook} ({result['mode']} mode) on a {os.cpu_count()}-core {cpu_name()}, through the hub:\n")
     print("| students at once | wall time | peak memory per student (mean, max) | CPU time per student (mean) |")
     print("| ---: | ---: | ---: | ---: |")
-    for usage in (alone, together):
+    for usage in (alone, together) if together is not alone else (alone,):
         peaks = list(usage.peak_mb.values())
         print(
             f"| {len(usage.users)} | {usage.wall_seconds:.0f} s | {mean(peaks) / 1024:.2f} GB, "
@@ -107,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     idle = list(together.idle_mb.values())
     print(
-        f"\nidle server (logged in, no kernel): {mean(idle):.0f} MB per student; spawn on first login "
-        f"{min(hub.spawn_seconds.values()):.1f} to {max(hub.spawn_seconds.values()):.1f} s; written to {args.json}"
+        f"\nidle server (logged in, no kernel): {mean(idle):.0f} MB per student; from the login form to a ready "
+        f"server (its first start, unless it was running): {min(hub.spawn_seconds.values()):.1f} to "
+        f"{max(hub.spawn_seconds.values()):.1f} s; written to {args.json}"
     )
 
 

@@ -38,10 +38,11 @@ class Hub:
             f"{self.url}/hub/login?next=/hub/spawn",
             timeout=120,
             allow_redirects=True,
-            data={"username": user, "password": self.passwords[user], "_xsrf": s.cookies["_xsrf"]},
+            data={"username": user, "password": self.passwords[user], "_xsrf": s.cookies.get("_xsrf", path="/hub/")},
         )
         r.raise_for_status()
-        headers = {"X-XSRFToken": s.cookies["_xsrf"]}
+        # The hub's cookie: a server that is already running sets one of the same name for its own path.
+        headers = {"X-XSRFToken": s.cookies.get("_xsrf", path="/hub/")}
         made = s.post(f"{self.url}/hub/api/users/{user}/tokens", json={"note": "client"}, headers=headers, timeout=30)
         made.raise_for_status()
         self.tokens[user] = made.json()["token"]

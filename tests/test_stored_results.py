@@ -164,6 +164,20 @@ def table_07(rows: list[dict]) -> str:
             for c in counts
         ]
         lines.append(f"| {a} minus {b} | " + " | ".join(cells) + " |")
+    # Labels to match, as notebook 07 computes it: the pretrained method chosen on validation at 100 labels, against
+    # the pixels with the same classifier, read off their curve (bootstrap over the draws).
+    pretrained = sorted({r["method"] for r in rows if r["method"].split(" + ")[0] in ("SimCLR", "masked AE")})
+    best = max(
+        pretrained, key=lambda m: statistics.fmean(r["val_acc"] for r in rows if (r["method"], r["labels"]) == (m, 100))
+    )
+    control = "pixels + spreading" if best.endswith("spreading") else "pixels + linear"
+    runs = {c: list(of(rows, control, c).values()) for c in counts}
+    est, low, high = stats.bootstrap_labels_to_match(counts, runs, list(of(rows, best, 100).values()), reps=2000)
+    lines += [
+        "",
+        f"{control} needs {est:.0f} labels [95% CI {low:.0f}, {high:.0f}] to match {best}, the pretrained "
+        "method chosen on validation at 100 labels (bootstrap over the draws).",
+    ]
     return "\n".join(lines) + "\n"
 
 
