@@ -19,8 +19,8 @@ MIN_PYTHON = (3, 11)
 # pyproject.toml's dependencies, what the notebooks import (tests/test_envcheck.py keeps them in step):
 # (import name, distribution, minimum). JupyterLab and nbgrader are extras: Colab brings its own notebook server.
 PACKAGES: tuple[tuple[str, str, str], ...] = (
-    ("torch", "torch", "2.3"),
-    ("torchvision", "torchvision", "0.18"),
+    ("torch", "torch", "2.4"),
+    ("torchvision", "torchvision", "0.19"),
     ("matplotlib", "matplotlib", "3.7"),
     ("ipywidgets", "ipywidgets", "8.0"),
     ("tqdm", "tqdm", "4.60"),
