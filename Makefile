@@ -37,11 +37,16 @@ test: $(VENV)/.installed-dev data
 	$(VENV)/bin/ruff format --check
 	PTFT_FAST=1 $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
 
-# The notebooks' second run, on other CPU kernels (README, "Any CPU"; .ci/run runs it after `make test`):
-# PyTorch's plain C++ kernels and MKL and oneDNN held to SSE4, so that an assert that holds only on this CPU's
-# kernels fails here. tests/test_colab.py and tests/test_installed.py run notebooks $(SECOND_RUN_IN_TESTS) with
-# these variables (tests/venvs.py, checked against this line); this target runs the others.
-OTHER_KERNELS := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 DNNL_MAX_CPU_ISA=SSE41
+# The notebooks' second run, on other CPU kernels (README, "Any CPU"; .ci/run runs it after `make test`), so that an
+# assert that holds only on this CPU's kernels fails here: on a CPU with AVX-512 (Intel Xeon), the kernels of an
+# AVX2 CPU (AMD EPYC); on one without, PyTorch's plain C++ kernels and MKL and oneDNN held to AVX (no fused
+# multiply-add). tests/test_colab.py and tests/test_installed.py run notebooks $(SECOND_RUN_IN_TESTS) with the same
+# variables (tests/venvs.py, checked against this choice); this target runs the others.
+ifneq ($(shell grep -m1 -ow avx512f /proc/cpuinfo 2>/dev/null),)
+OTHER_KERNELS := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 DNNL_MAX_CPU_ISA=AVX2
+else
+OTHER_KERNELS := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX DNNL_MAX_CPU_ISA=AVX
+endif
 SECOND_RUN_IN_TESTS := 00 01 02 05 06
 
 ## test-kernels: every notebook not run in the Colab and installed-package tests, again, on other CPU kernels

@@ -29,9 +29,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 # What Colab ships and the notebooks import, with the kernel that runs them.
 COLAB = ("torch", "torchvision", "matplotlib", "ipywidgets", "ipykernel", "numpy", "tqdm")
-# The notebooks run here get their second run on other CPU kernels (the Makefile's OTHER_KERNELS, checked in
-# tests/test_colab.py): PyTorch's plain C++ kernels, MKL and oneDNN held to SSE4.
-OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "DNNL_MAX_CPU_ISA": "SSE41"}
+
+
+def other_kernels(cpuinfo: str) -> dict[str, str]:
+    """The CPU kernels of the notebooks' second run (the Makefile's OTHER_KERNELS, checked in tests/test_colab.py):
+    on a CPU with AVX-512, an AVX2 CPU's; on one without, PyTorch's plain C++ kernels and MKL and oneDNN held to AVX
+    (no fused multiply-add)."""
+    if re.search(r"\bavx512f\b", cpuinfo):
+        return {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
+    return {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX", "DNNL_MAX_CPU_ISA": "AVX"}
+
+
+# The notebooks run here get their second run on this machine's other kernels.
+OTHER_KERNELS = other_kernels(Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else "")
 
 
 def _canonical(name: str) -> str:
