@@ -26,7 +26,7 @@ from .data import DATASETS, balanced_subset, check, dataset_info, load, prepare
 from .distributed import World
 from .envcheck import check_environment, print_report
 from .models import Classifier
-from .pretrained import SERIES_ENCODERS, load_or_pretrain, pretrain_settings
+from .pretrained import load_or_pretrain, pretrain_settings, series_encoders
 from .settings import data_folder, progress_enabled
 from .training import PRETEXTS, check_learning_rate, evaluate, finetune
 from .validation import positive_int
@@ -286,7 +286,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _pretrain_all(args: argparse.Namespace, world: World | None) -> None:
-    """Every encoder of ``SERIES_ENCODERS``, each with its own recipe (so no recipe option may be given)."""
+    """Every encoder of ``series_encoders()``, each with its own recipe (so no recipe option may be given)."""
     defaults = {
         "arch": None,
         "latent_dim": None,
@@ -301,7 +301,7 @@ def _pretrain_all(args: argparse.Namespace, world: World | None) -> None:
     }
     if chosen := [name.replace("_", "-") for name, value in defaults.items() if getattr(args, name) != value]:
         raise ValueError(f"--all takes each encoder's own recipe: leave out {', '.join('--' + o for o in chosen)}.")
-    for options in SERIES_ENCODERS:
+    for options in series_encoders():
         _pretrain_one(args.dataset, world, **options)
 
 

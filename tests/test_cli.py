@@ -205,3 +205,25 @@ def test_a_bad_switch_is_one_line(capsys, monkeypatch, command, switch):
     monkeypatch.setenv(switch, "maybe")
     code, out, err = run(capsys, *command)
     assert_one_line_error(code, out, err, f"{switch}='maybe' is not a switch value", "set it to 1 or 0")
+
+
+def test_pretrain_all_takes_no_recipe_option(capsys):
+    assert_one_line_error(*run(capsys, "pretrain", "--all", "--epochs", "3"), "--all", "leave out --epochs")
+
+
+def test_pretrain_all_trains_every_encoder_once(capsys, data_env, tmp_path, monkeypatch):
+    # make checkpoints, in fast mode: every encoder of series_encoders() saved, then found by the second run.
+    from ptft_helpers.pretrained import series_encoders
+
+    monkeypatch.setenv("PTFT_FAST", "1")
+    monkeypatch.setenv("PTFT_PROGRESS", "0")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    expected = len(series_encoders())
+    code, out, err = run(capsys, "pretrain", "--all")
+    assert code == 0, err
+    saved, found = out.count("Saved the checkpoint: "), out.count("Found the checkpoint: ")
+    assert saved + found == expected
+    assert found == 1  # in fast mode 03's encoder (2 epochs) is also 05's plain run 0; in a full run it has 20
+    assert len(list((data_env / "checkpoints" / "fast").glob("*.pt"))) == saved  # each saved once, in its own file
+    code, out, err = run(capsys, "pretrain", "--all")
+    assert code == 0 and out.count("Found the checkpoint: ") == expected and "Saved" not in out
