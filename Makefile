@@ -38,7 +38,7 @@ lab: $(VENV)/.installed-lab data
 test: $(VENV)/.installed-dev data
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
-	PTFT_FAST=1 $(PY) -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
+	PTFT_FAST=1 $(PY) -m pytest tests $(NOTEBOOKS) --durations=25 --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
 
 # The notebooks' second run, on other CPU kernels (README, "Any CPU"; .ci/run runs it after `make test`), so that an
 # assert that holds only on this CPU's kernels fails here: on a CPU with AVX-512 (Intel Xeon), the kernels of an
@@ -54,7 +54,7 @@ SECOND_RUN_IN_TESTS := 00 01 02 05 06
 
 ## test-kernels: every notebook not run in the Colab and installed-package tests, again, on other CPU kernels
 test-kernels: $(VENV)/.installed-dev data
-	env $(OTHER_KERNELS) PTFT_FAST=1 $(PY) -m pytest -p no:cacheprovider --nbval-lax \
+	env $(OTHER_KERNELS) PTFT_FAST=1 $(PY) -m pytest -p no:cacheprovider --durations=10 --nbval-lax \
 	  --nbval-sanitize-with notebooks/sanitize.cfg \
 	  $(filter-out $(foreach n,$(SECOND_RUN_IN_TESTS),notebooks/$(n)_%),$(NOTEBOOKS)) $(PYTEST_ARGS)
 

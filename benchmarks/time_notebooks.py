@@ -160,17 +160,35 @@ def table(record: dict[str, dict[str, dict]]) -> str:
     )
 
 
+def coalesce_streams(nb: dict) -> None:
+    """Join each cell's consecutive outputs to the same stream into one (the kernel flushes them in pieces that
+    depend on timing), so that a re-run's diff shows only what changed."""
+    for cell in nb["cells"]:
+        joined: list[dict] = []
+        for output in cell.get("outputs", []):
+            previous = joined[-1] if joined else {}
+            if previous.get("output_type") == output["output_type"] == "stream" and previous["name"] == output["name"]:
+                previous["text"] = ("".join(previous["text"]) + "".join(output["text"])).splitlines(keepends=True)
+            else:
+                joined.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = joined
+
+
 def write_prose(record: dict[str, dict[str, dict]]) -> None:
     for path in notebooks():
         modes = record.get(path.name)
         if not modes or set(modes) != {"full", "fast"}:
             raise SystemExit(f"{path.name} has no full and fast time in {RECORD.name}: time it first")
-        nb = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        nb = json.loads(text)
         first = "".join(nb["cells"][0]["source"])
         updated = RUN_TIME.sub(run_time_line(modes["full"], modes["fast"]).replace("\\", "\\\\"), first, count=1)
-        if updated != first:
-            nb["cells"][0]["source"] = updated.splitlines(keepends=True)
-            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        nb["cells"][0]["source"] = updated.splitlines(keepends=True)
+        coalesce_streams(nb)
+        rewritten = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        if rewritten != text:
+            path.write_text(rewritten, encoding="utf-8")
     for doc in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "teaching.md"):
         text = doc.read_text(encoding="utf-8")
         if not MARKER.search(text):

@@ -85,3 +85,33 @@ def test_the_cpu_is_read_as_a_busy_share():
         stop.set()
         spinner.join()
     assert 0.9 / (os.cpu_count() or 1) <= busy <= 1.0
+
+
+def test_coalesce_streams_joins_only_consecutive_pieces_of_one_stream():
+    def stream(name, text):
+        return {"output_type": "stream", "name": name, "text": text}
+
+    figure = {"output_type": "display_data", "data": {}, "metadata": {}}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "outputs": [
+                    stream("stdout", ["a\n", "b"]),
+                    stream("stdout", ["c\n"]),
+                    figure,
+                    stream("stdout", ["d\n"]),
+                    stream("stderr", ["e\n"]),
+                ],
+            },
+            {"cell_type": "markdown", "source": "x"},
+        ]
+    }
+    timer.coalesce_streams(nb)
+    assert nb["cells"][0]["outputs"] == [
+        stream("stdout", ["a\n", "bc\n"]),
+        figure,
+        stream("stdout", ["d\n"]),
+        stream("stderr", ["e\n"]),
+    ]
+    assert "outputs" not in nb["cells"][1]
