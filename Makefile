@@ -11,10 +11,11 @@ export PYTHONUNBUFFERED := 1
 
 # The package and what each target needs of its extras (pyproject.toml): lab = JupyterLab, teach = nbgrader,
 # dev = both plus the tests and the website. Each is installed once (a stamp file), again when pyproject.toml changes;
-# dev's stamp counts for lab and teach too. Python compiles the bytecode on first import instead of at install
-# (--no-compile: 25 s less of a 1 min 48 s install, measured).
+# dev's stamp counts for lab and teach too. pip compiles the bytecode at install (not --no-compile: where
+# PYTHONDONTWRITEBYTECODE is set, as on our CI machines, every process would compile PyTorch again; measured: a
+# fresh-clone .ci/run took 30 min instead of 17).
 STAMP := $(VENV)/.installed
-PIP_INSTALL := $(PY) -m pip install --quiet --no-compile
+PIP_INSTALL := $(PY) -m pip install --quiet
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP_INSTALL) -e .
@@ -86,13 +87,13 @@ autograde: $(VENV)/.installed-teach data
 book: $(VENV)/.installed-dev
 	$(VENV)/bin/jupyter-book build --html --ci
 
-## checkpoints: pretrain every encoder the notebooks load (full recipe), so a class never waits for one
-## (the list: ptft_helpers.pretrained.series_encoders(); `python -m ptft_helpers pretrain --all`)
+## checkpoints: pretrain the encoders the notebooks load (full recipe), so a class never waits for one; 08 and 09
+## train their small ones themselves (the list: ptft_helpers.pretrained.series_encoders(); `... pretrain --all`)
 checkpoints: data
 	PTFT_FAST=0 $(PY) -m ptft_helpers pretrain --all
 
 ## classroom: set up a JupyterHub for a class on this machine, as root (docs/teaching.md, "Run a class on one
-## server"): ROSTER=roster.csv, and optionally CLASSROOM=/opt/ptft PORT=8000 IP=127.0.0.1
+## server"): ROSTER=roster.csv, and optionally CLASSROOM=/opt/ptft CLASS_PORT=8000 CLASS_IP=127.0.0.1
 CLASSROOM ?= /opt/ptft
 CLASS_PORT ?= 8000
 CLASS_IP ?= 127.0.0.1

@@ -6,13 +6,16 @@
 #   3. the 20-epoch autoencoder pretraining and the 30-epoch SimCLR pretraining, full recipe, timed;
 #   4. a short report: benchmarks/gpu-report.md (and the raw numbers in benchmarks/gpu-report.json).
 # Run from the repository root after `make test` has built .venv:  bash benchmarks/gpu_check.sh
-# Checkpoints go to a temporary folder, so nothing of the CPU runs is replaced.
+# Checkpoints and the notebooks' results go to a temporary folder, removed at the end: nothing of the CPU runs is
+# replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 $PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "gpu_check: no CUDA GPU here; run it on a machine with one")'
 export PTFT_DEVICE=cuda PTFT_PROGRESS=0
-export PTFT_CHECKPOINTS="$(mktemp -d)"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+export PTFT_CHECKPOINTS="$scratch/checkpoints" PTFT_RESULTS="$scratch/results"
 report=benchmarks/gpu-report.md
 start=$(date +%s)
 

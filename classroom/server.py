@@ -47,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "jupyterhub_config.py"
 USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 ROLES = ("instructor", "student")
+FIRST_PERSON_UID = 1000  # Debian's UID_MIN: accounts below it belong to the system (root, daemon, nobody...)
 # nbgrader's parts that only the instructor uses: the formgrader, creating assignments, the course list.
 INSTRUCTOR_SERVER_EXTENSIONS = ("nbgrader.server_extensions.formgrader", "nbgrader.server_extensions.course_list")
 INSTRUCTOR_LAB_PLUGINS = (
@@ -89,10 +90,16 @@ def as_user(user: str, *command: str, env: dict | None = None, cwd: str | None =
 def read_roster(path: Path) -> list[dict]:
     """The roster's rows, checked: a username per row, role instructor or student, at least one instructor."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [{k.strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f)]
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no header
+            raw = list(csv.DictReader(f))
     except OSError as err:
         raise SetupError(f"cannot read the roster {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise SetupError(f"the roster {path} is not UTF-8 text: save it as CSV (UTF-8)") from None
+    for number, row in enumerate(raw, start=2):
+        if None in row:  # more fields than the header: a name with a comma, unquoted
+            raise SetupError(f'{path}, line {number}: more fields than the header; quote a name with a comma: "Doe, J"')
+    rows = [{k.strip(): (v or "").strip() for k, v in row.items()} for row in raw]
     if not rows or not {"username", "role"} <= set(rows[0]):
         raise SetupError(f"the roster {path} needs a header line 'username,role,name' and one line per person")
     seen = set()
@@ -106,6 +113,12 @@ def read_roster(path: Path) -> list[dict]:
             raise SetupError(f"{path}, line {number}: role {role!r} must be 'instructor' or 'student'")
         if name in seen:
             raise SetupError(f"{path}, line {number}: {name} is listed twice")
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            uid = None  # a new account
+        if uid is not None and uid < FIRST_PERSON_UID:
+            raise SetupError(f"{path}, line {number}: {name} is a system account (UID {uid}): choose another username")
         seen.add(name)
     if not any(r["role"] == "instructor" for r in rows):
         raise SetupError(f"the roster {path} has no instructor: give one line the role 'instructor'")
@@ -172,7 +185,7 @@ def configure_jupyter(venv: Path, exchange: Path, course: str) -> None:
         json.dumps({"disabledExtensions": {plugin: True for plugin in INSTRUCTOR_LAB_PLUGINS}}, indent=1)
     )
     exchange.mkdir(parents=True, exist_ok=True)
-    exchange.chmod(0o777)  # nbgrader's exchange: every user may create their course's inbound and outbound files
+    exchange.chmod(0o1777)  # what nbgrader asks of its exchange (0777), sticky as /tmp: nobody removes others' files
 
 
 def prepare_data(python: Path, data: Path, checkpoints: bool) -> None:
@@ -188,26 +201,27 @@ def prepare_data(python: Path, data: Path, checkpoints: bool) -> None:
 
 
 def create_accounts(roster: list[dict], prefix: Path) -> list[dict]:
-    """A Unix account per roster line that has none yet, with a random initial password; homes made private."""
+    """A Unix account per roster line that has none yet, with a random initial password, written to
+    ``passwords.csv`` (root only) before the next account is made; homes made private."""
     created = []
-    for row in roster:
-        name = row["username"]
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            run("useradd", "--create-home", "--shell", "/bin/bash", "--comment", row.get("name") or name, name)
-            password = secrets.token_urlsafe(9)
-            run("chpasswd", input=f"{name}:{password}\n")
-            created.append({"username": name, "role": row["role"], "password": password})
-        Path(pwd.getpwnam(name).pw_dir).chmod(0o700)  # only the owner reads a home: answer keys, hand-ins, drafts
+    passwords = prefix / "passwords.csv"
+    with open(os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", newline="") as f:
+        writer = csv.DictWriter(f, ["username", "role", "password"])
+        if f.tell() == 0:
+            writer.writeheader()
+        for row in roster:
+            name = row["username"]
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                run("useradd", "--create-home", "--shell", "/bin/bash", "--comment", row.get("name") or name, name)
+                password = secrets.token_urlsafe(9)
+                run("chpasswd", input=f"{name}:{password}\n")
+                created.append({"username": name, "role": row["role"], "password": password})
+                writer.writerow(created[-1])
+                f.flush()  # kept even if a later account fails
+            Path(pwd.getpwnam(name).pw_dir).chmod(0o700)  # only the owner reads a home: keys, hand-ins, drafts
     if created:
-        passwords = prefix / "passwords.csv"
-        new = not passwords.exists()
-        with open(os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", newline="") as f:
-            writer = csv.DictWriter(f, ["username", "role", "password"])
-            if new:
-                writer.writeheader()
-            writer.writerows(created)
         say(f"{len(created)} new account(s); their initial passwords are in {passwords} (root only)")
     return created
 
@@ -221,10 +235,18 @@ def give_notebooks(user: str) -> None:
         run("chown", "-R", f"{info.pw_uid}:{info.pw_gid}", str(target))
 
 
-def set_up_course(instructor: str, students: list[str], venv: Path, course: str) -> Path:
-    """The instructor's nbgrader course folder with the answer keys and a gradebook listing every student, and the
-    instructor's own Jupyter settings that switch the formgrader on."""
+def set_up_course(instructor: str, students: list[str], venv: Path, course: str, exchange: Path) -> Path:
+    """The instructor's nbgrader course folder with the answer keys and a gradebook listing every student, the
+    instructor's own Jupyter settings that switch the formgrader on, and the course's folder in the exchange, the
+    instructor's (as nbgrader makes it at the first release: made now, no student can take the name first)."""
     info = pwd.getpwnam(instructor)
+    in_exchange = exchange / course
+    if not in_exchange.exists():
+        in_exchange.mkdir(mode=0o755)
+        os.chown(in_exchange, info.pw_uid, info.pw_gid)
+    elif in_exchange.stat().st_uid != info.pw_uid:
+        owner = pwd.getpwuid(in_exchange.stat().st_uid).pw_name
+        raise SetupError(f"{in_exchange} belongs to {owner}, not the instructor {instructor}: move it away and rerun")
     home = Path(info.pw_dir)
     folder = home / "ptft-course"
     if not (folder / "source").exists():
@@ -289,7 +311,7 @@ def setup(args: argparse.Namespace) -> None:
         give_notebooks(user)
     instructors = [r["username"] for r in roster if r["role"] == "instructor"]
     students = [r["username"] for r in roster if r["role"] == "student"]
-    folder = set_up_course(instructors[0], students, venv, args.course)
+    folder = set_up_course(instructors[0], students, venv, args.course, args.exchange)
     hub = write_hub_config(
         prefix,
         {
@@ -320,7 +342,7 @@ def start(args: argparse.Namespace) -> None:
     if not (hub / "settings.json").is_file():
         raise SetupError(f"no class server is set up in {args.prefix}: run `{sys.argv[0]} setup --roster ...` first")
     pid_file = hub / "jupyterhub.pid"
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
+    if pid_file.exists() and _hub_alive(int(pid_file.read_text())):
         raise SetupError(f"the hub is running already (PID {pid_file.read_text().strip()}); `stop` it first")
     env = {
         **os.environ,
@@ -351,12 +373,13 @@ def start(args: argparse.Namespace) -> None:
     say(f"the hub is up at {url} (PID {process.pid}, {time.perf_counter() - started:.1f} s); log: {hub / 'hub.log'}")
 
 
-def _alive(pid: int) -> bool:
+def _hub_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running JupyterHub (after a reboot the PID file may name some other process)."""
     try:
-        os.kill(pid, 0)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return True
+    return any(part.endswith(b"/jupyterhub") for part in command[:2])
 
 
 def stop(args: argparse.Namespace) -> None:
@@ -365,16 +388,53 @@ def stop(args: argparse.Namespace) -> None:
         say("no hub is running (no PID file)")
         return
     pid = int(pid_file.read_text())
-    if _alive(pid):
+    if _hub_alive(pid):
         os.kill(pid, signal.SIGTERM)  # the hub stops the users' servers and its proxy on the way out
-        for _ in range(300):
-            if not _alive(pid):
-                break
-            time.sleep(0.1)
-        else:
+        if not _wait_until(lambda: not _hub_alive(pid), seconds=60):
             os.killpg(pid, signal.SIGKILL)
+    users = json.loads((args.prefix / "hub" / "settings.json").read_text())["users"]
+    left = _user_servers(users)  # servers the hub did not stop (it was killed, or it had died)
+    _signal(left, signal.SIGTERM)
+    if not _wait_until(lambda: not _user_servers(users), seconds=30):
+        _signal(_user_servers(users), signal.SIGKILL)
     pid_file.unlink()
-    say(f"the hub (PID {pid}) and the servers it started are stopped")
+    by_this = f"; {len(left)} server(s) stopped by this command" if left else ""
+    say(f"the hub (PID {pid}) and the servers it started are stopped{by_this}")
+
+
+def _signal(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:  # ended meanwhile
+            pass
+
+
+def _wait_until(done, seconds: float) -> bool:
+    """Poll ``done()`` every 0.1 s for up to ``seconds``; whether it became true."""
+    for _ in range(int(seconds * 10)):
+        if done():
+            return True
+        time.sleep(0.1)
+    return done()
+
+
+def _user_servers(users: list[str]) -> list[int]:
+    """The PIDs of the roster's running Jupyter servers (``jupyterhub-singleuser``) that the hub started."""
+    uids = set()
+    for user in users:
+        try:
+            uids.add(pwd.getpwnam(user).pw_uid)
+        except KeyError:
+            pass
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if proc.stat().st_uid in uids and b"jupyterhub-singleuser" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:  # ended meanwhile
+            pass
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

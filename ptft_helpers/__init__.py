@@ -12,8 +12,8 @@ One module per concern, from the ground floor up:
   ``sweep`` (many small classifiers trained at once with ``torch.func``), ``experiments`` (notebook 05's
   label-efficiency protocol), ``results`` (every run's row, saved to and read from the results folder);
 - ``contrastive`` (notebook 06's SimCLR: augmentations, NT-Xent, the small conv encoder), ``probes`` (linear
-  probe, k-NN and label spreading on fixed features), ``distributed`` (data-parallel pretraining under
-  ``torchrun``, notebook 08);
+  probe, and label spreading over a k-nearest-neighbour graph, on fixed features), ``distributed``
+  (data-parallel pretraining under ``torchrun``, notebook 08);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``
   (``python -m ptft_helpers``).
 """

@@ -23,7 +23,7 @@ from pathlib import Path
 from .checkpoints import load_autoencoder
 from .contrastive import contrastive_settings
 from .data import DATASETS, balanced_subset, check, dataset_info, load, prepare
-from .distributed import World
+from .distributed import RankError, World
 from .envcheck import check_environment, print_report
 from .models import Classifier
 from .pretrained import load_or_pretrain, pretrain_settings, series_encoders
@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=_checkpoint,
         default=None,
-        help="checkpoint path (default: a file named after the settings, in $PTFT_CHECKPOINTS, else "
-        "in data/checkpoints/ when writable, else in ~/.cache/ptft/checkpoints/)",
+        help="checkpoint path (default: a file named after the settings, in $PTFT_CHECKPOINTS, else in the data "
+        "folder's checkpoints/ when writable, else in ~/.cache/ptft/checkpoints/; a fast/ subfolder in fast mode)",
     )
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained encoder on a few labels and report test accuracy")
@@ -199,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except (ValueError, FileNotFoundError, PermissionError) as err:
         # Bad arguments give one-line messages; a missing dataset also lists where it looked and the fixes. Under
-        # torchrun every rank meets the same error: rank 0 says it, the others only exit with the same code.
-        if os.environ.get("RANK", "0") == "0":
+        # torchrun every rank meets the same error: rank 0 says it, the others only exit with the same code; an
+        # error of one rank's own (a RankError) is said by that rank.
+        if os.environ.get("RANK", "0") == "0" or isinstance(err, RankError):
             print(f"{parser.prog} {args.command}: error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
         return 2
 
@@ -262,6 +263,9 @@ def _check_in_kernel(kernel: str, dataset: str) -> str:
     code = f"from ptft_helpers.data import check\nprint(check({dataset!r}))"
     try:
         client.execute_interactive(code, output_hook=collect, timeout=300)
+    except (TimeoutError, RuntimeError) as err:  # a kernel that hangs, or dies while checking
+        detail = f"{type(err).__name__}: {err}"
+        raise ValueError(f"the Jupyter kernel {kernel!r} did not finish the check ({detail}).") from None
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)

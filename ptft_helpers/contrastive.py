@@ -387,6 +387,8 @@ def augmented_trial(
         if best is None or max(history["val_acc"]) > best[0]:  # first best on ties: the smaller rate
             best = (max(history["val_acc"]), lr, history["best_step"][0], classifier)
     val_acc, lr, step, classifier = best
+    device = next(classifier.parameters()).device  # where train_augmented put it: a GPU when there is one
     with torch.no_grad():
-        test_acc = float((classifier(to_inputs(test[0])).argmax(1) == test[1]).float().mean())
+        predicted = classifier(to_inputs(test[0], device)).argmax(1).cpu()
+    test_acc = float((predicted == test[1]).float().mean())
     return {"lr": lr, "best_step": step, "val_acc": val_acc, "test_acc": test_acc}

@@ -72,6 +72,7 @@ class Precision:
     tf32: bool
 
     def describe(self) -> str:
+        """E.g. 'bfloat16 mixed precision, TF32 matmuls', or 'float32'."""
         if self.dtype is None:
             return "float32"
         name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.dtype]
@@ -112,18 +113,37 @@ def describe_device(device: torch.device) -> str:
     return f"{name}; trains in {precision(device).describe()}"
 
 
+class MixedPrecision:
+    """``torch.autocast`` to ``precision.dtype``, and TF32 for float32 matrix products where ``precision.tf32``, only
+    while inside: PyTorch's TF32 switches are global, so they are set on entry and restored on exit (a float32
+    check after training keeps float32). Reusable: a training loop enters it once per step."""
+
+    def __init__(self, device_type: str, precision: Precision, cache_enabled: bool = True) -> None:
+        self.device_type, self.precision, self.cache_enabled = device_type, precision, cache_enabled
+
+    def __enter__(self) -> None:
+        self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        if self.precision.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        self._autocast = torch.autocast(self.device_type, self.precision.dtype, cache_enabled=self.cache_enabled)
+        self._autocast.__enter__()
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self._autocast.__exit__(*exc_info)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved
+
+
 def autocast(device: torch.device, cache_enabled: bool = True) -> contextlib.AbstractContextManager:
-    """The device's mixed precision (``precision``) for a forward pass; a no-op where it trains in float32. On a GPU
-    that may use TF32, this also lets float32 matrix products use it (PyTorch's switches for that are global).
+    """The device's mixed precision (``precision``) for a forward pass, as a ``MixedPrecision``; a no-op where it
+    trains in float32.
 
     ``cache_enabled=False`` is what CUDA graph capture needs (the benchmark uses it)."""
     chosen = precision(device)
     if chosen.dtype is None:
         return contextlib.nullcontext()
-    if chosen.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return torch.autocast(device.type, dtype=chosen.dtype, cache_enabled=cache_enabled)
+    return MixedPrecision(device.type, chosen, cache_enabled)
 
 
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:

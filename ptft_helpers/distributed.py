@@ -42,6 +42,11 @@ RENDEZVOUS = (*RANKS, "MASTER_ADDR", "MASTER_PORT")
 TIMEOUT = datetime.timedelta(hours=2)
 
 
+class RankError(ValueError):
+    """An error that one rank meets and the others may not (rank 0 says the errors every rank meets): every rank
+    that meets it says it."""
+
+
 @dataclass(frozen=True)
 class World:
     """This process's place among the ranks that torchrun started: its ``rank`` of ``size``, on ``device``."""
@@ -117,6 +122,7 @@ class World:
         return (part.stop - part.start) * self.size / n
 
     def barrier(self) -> None:
+        """Wait until every rank has come here."""
         dist.barrier()
 
     def from_leader(self, value: int) -> int:

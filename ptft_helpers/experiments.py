@@ -159,7 +159,9 @@ def _classifier(encoder: nn.Module, seed: int) -> Classifier:
         return Classifier(copy.deepcopy(encoder))
 
 
-def labelled_split(train: ImageData, n: int, seed: int, n_val: int, val_counts: bool = True):
+def labelled_split(
+    train: ImageData, n: int, seed: int, n_val: int, val_counts: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, validation indices) of the protocol: ``n`` labels of which ``n_val`` validate, or with
     ``val_counts=False`` ``n`` training labels plus ``n_val`` extra validation labels."""
     return split_labelled(train.labels, n if val_counts else n + n_val, n_val, seed)
@@ -434,8 +436,3 @@ def mean_accuracy(rows: Sequence[Mapping], **where) -> dict[int, float]:
         if all(r.get(k) == v for k, v in where.items()):
             by_n.setdefault(r["labels"], []).append(r["test_acc"])
     return {n: statistics.fmean(v) for n, v in sorted(by_n.items())}
-
-
-def select(rows: Sequence[Mapping], fn: Callable[[Mapping], bool]) -> list[Mapping]:
-    """The rows for which ``fn(row)`` is true."""
-    return [r for r in rows if fn(r)]

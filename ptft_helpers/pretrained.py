@@ -32,7 +32,8 @@ import torch
 from .checkpoints import load_checkpoint, load_weights, save_checkpoint
 from .contrastive import build_simclr, contrastive_settings, pretrain_contrastive
 from .data import dataset_info, load
-from .distributed import World
+from .distributed import RankError, World
+from .experiments import PRETEXTS, protocol
 from .models import Autoencoder, build_autoencoder
 from .seeding import seeded
 from .settings import checkpoint_dirs, is_writable, pick, user_cache_dir, writable_checkpoint_dir
@@ -54,16 +55,18 @@ class Pretrained(NamedTuple):
 
 
 def series_encoders() -> list[dict]:
-    """Every encoder a notebook loads, as ``load_or_pretrain`` options, in this mode (fast mode: the notebooks'
-    fast-mode encoders). ``python -m ptft_helpers pretrain --all`` and ``make checkpoints`` pretrain them ahead of a
-    class. Add one when a notebook loads a new encoder."""
+    """Every encoder the notebooks load with ``load_or_pretrain``, as its options, in this mode (fast mode: the
+    notebooks' fast-mode encoders). ``python -m ptft_helpers pretrain --all`` and ``make checkpoints`` pretrain them
+    ahead of a class. Not here: notebook 09's encoders pretrained on 1,000 and 6,000 images, which 09 trains itself
+    (``experiments.load_or_pretrain_on_subset``), and 08's one-epoch demonstration. Add one when a notebook loads a
+    new encoder."""
     return [
         {"pretext": "plain"},  # 03 and 04: 20 epochs
         *(
-            {"pretext": p, "seed": s, "epochs": pick(10, 2)}
-            for p in ("plain", "denoising", "masked", "masked-rescaled")
-            for s in (0, 1, 2)
-        ),  # 05 and 09: three runs of each pretext; 06 and 07 load masked-rescaled run 0 too
+            {"pretext": p, "seed": run, "epochs": pick(10, 2)}
+            for p in PRETEXTS
+            for run in range(protocol().pretrain_runs)
+        ),  # 05 and 09: each pretext's runs; 06 and 07 load masked-rescaled run 0 too
         {"pretext": "simclr", "arch": "smallconv", "hidden_dim": 32, "latent_dim": 64},  # 06 and 07: 30 epochs
     ]
 
@@ -204,7 +207,7 @@ def load_or_pretrain(
         )
     if world is not None:  # every rank takes rank 0's branch, even while another process is saving a checkpoint
         index = world.from_leader(index)
-        found = found or (_load_matching(candidates[index], wanted, config) if index >= 0 else None)
+        found = found or (_leaders_checkpoint(candidates[index], wanted, config, world) if index >= 0 else None)
     if found:
         return found
     target = candidates[0] if path is not None else writable_checkpoint_dir() / name
@@ -213,7 +216,7 @@ def load_or_pretrain(
     with _exclusive(target) if leader else contextlib.nullcontext():
         found = leader and not retrain and _load_matching(target, wanted, config)  # another process just saved it
         if world is not None and world.from_leader(int(bool(found))):
-            found = found or _load_matching(target, wanted, config)
+            found = found or _leaders_checkpoint(target, wanted, config, world)
         if found:
             return found
         with seeded(seed):
@@ -236,4 +239,22 @@ def load_or_pretrain(
             save_checkpoint(model, target, **wanted, **summary, world_size=world.size if world else 1, history=history)
     if world is not None:
         world.barrier()  # the others wait for rank 0's checkpoint, then load it
+        if not target.is_file():
+            raise _not_shared(target, world)
     return Pretrained(model.cpu(), load_checkpoint(target)["metadata"], target)  # read back: the file loads
+
+
+def _leaders_checkpoint(path: Path, wanted: dict, config: dict, world: World) -> Pretrained:
+    """The checkpoint rank 0 found or saved at ``path``, loaded on this rank; a ``RankError`` if this rank cannot
+    see it (torchrun over several machines without a shared file system)."""
+    found = _load_matching(path, wanted, config)
+    if not found:
+        raise _not_shared(path, world)
+    return found
+
+
+def _not_shared(path: Path, world: World) -> RankError:
+    return RankError(
+        f"rank {world.rank} cannot load the checkpoint that rank 0 has at {path}: every process must see the same"
+        " files (on several machines, set PTFT_CHECKPOINTS to a folder on a shared file system)"
+    )

@@ -218,6 +218,11 @@ def spread_and_score(
     is then NaN). Returns the chosen ``k``, ``alpha``, ``val_acc`` and ``test_acc``."""
     if len(val) == 0 and len(settings) != 1:
         raise ValueError("Without validation images nothing can be chosen: give a single (k, alpha).")
+    if not settings:
+        raise ValueError("No settings to try: give at least one (k, alpha).")
+    missing = sorted({k for k, _ in settings} - set(graph.weights))
+    if missing:
+        raise ValueError(f"The graph has no k = {missing}: build it with spreading_graph(..., ks=...) including them.")
     best = None
     for k, alpha in settings:
         scores = label_spreading(graph.weights[k], labelled, pool_labels[labelled], alpha=alpha)

@@ -1,8 +1,9 @@
-"""Every run's row, saved: the CSV and machine record that notebooks 05 and 06 build their tables from.
+"""Every run's row, saved: the CSV and machine record that notebooks 05, 06, 07 and 09 build their tables from.
 
 ``save_results(rows, name, machine)`` writes ``<name>.csv`` (one line per run) and ``<name>.json`` (the code
 version, the CPU, the protocol) into the results folder (``settings.results_folder``: ``$PTFT_RESULTS``, else the
-clone's ``results/``, else ``results/`` in the current folder; a ``fast/`` subfolder in fast mode), atomically, so
+clone's ``results/``, else ``results/`` in the current folder, else ``~/.cache/ptft/results`` when that cannot be
+written; a ``fast/`` subfolder in fast mode), atomically, so
 an interrupted run never leaves half a file. ``full_run_rows(name)`` reads a full run back: your own, else the
 one stored in the clone; ``latest_rows(name)`` prefers this mode's own run (a fast one in fast mode).
 """
@@ -10,6 +11,7 @@ one stored in the clone; ``latest_rows(name)`` prefers this mode's own run (a fa
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import tempfile
@@ -19,20 +21,45 @@ from pathlib import Path
 from .settings import checkout_root, display_path, results_folder
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux shows it (``os.umask`` sets it process-wide, and
+    a Jupyter kernel has other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _cannot_save(path: Path, err: OSError) -> OSError:
+    """One line saying why ``path`` could not be written and what to do (a ``PermissionError`` where permission was
+    the cause)."""
+    message = f"Cannot save {display_path(path)}: {err.strerror or err}. Set PTFT_RESULTS to a folder you can write."
+    return (PermissionError if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else OSError)(message)
+
+
 def _write_atomically(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place; on any failure the
+    temporary file is removed and ``path`` is as it was."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, newline="") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(f.name, 0o666 & ~umask)  # a temporary file is private (0600); the result gets the usual permissions
-        os.replace(f.name, path)
+        f = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, newline="")
     except OSError as err:
-        raise PermissionError(
-            f"Cannot save {display_path(path)}: {err.strerror or err}. Set PTFT_RESULTS to a folder you can write."
-        ) from None
+        raise _cannot_save(path, err) from None
+    try:
+        with f:
+            write(f)
+        os.chmod(f.name, 0o666 & ~_umask())  # a temporary file is private (0600); the result gets the usual mode
+        os.replace(f.name, path)
+    except BaseException as err:
+        Path(f.name).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _cannot_save(path, err) from None
+        raise
 
 
 def save_rows(rows: Sequence[Mapping], path: str | Path) -> None:

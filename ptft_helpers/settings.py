@@ -8,13 +8,14 @@ The switches (``PTFT_DEVICE`` is read by ``devices.pick_device``):
 - ``PTFT_FAST``, ``PTFT_PROGRESS``: 1/0, true/false, yes/no, on/off (any case), or unset.
   Anything else (``maybe``) raises a one-line ``ValueError`` instead of silently meaning "off".
 - ``PTFT_DATA``: the data folder. It may be read-only.
-- ``PTFT_RESULTS``: where notebooks 05 and 06 save every run's row.
+- ``PTFT_RESULTS``: where notebooks 05, 06, 07 and 09 save every run's row.
 - ``PTFT_CHECKPOINTS``: where pretrained encoders are saved (see ``checkpoint_dirs``).
 
 Nothing is ever written inside an installed package. Run from a clone of the repository (``make``, an
 editable install, or the clone on ``sys.path``), the defaults are the clone's own ``data/`` and ``results/``.
 Installed (``pip install``, e.g. into ``site-packages``), they are per-user places instead:
-``~/.cache/ptft/data`` for the data and ``./results`` (the current folder, where a notebook runs) for results.
+``~/.cache/ptft/data`` for the data and ``./results`` (the current folder, where a notebook runs) for results,
+or ``~/.cache/ptft/results`` where the current folder cannot be written.
 ``data_folder()`` and ``results_folder()`` say which was chosen and why, in one line (``Folder.describe``).
 
 Checkpoint folders, in lookup order (``checkpoint_dirs``); each has a ``fast/`` subfolder used in fast mode:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from venvs import COLAB, OTHER_KERNELS, REPO_ROOT, other_kernels, seeded_venv, source_copy
+from venvs import COLAB, INSTALLED_NOTEBOOKS, OTHER_KERNELS, REPO_ROOT, other_kernels, seeded_venv, source_copy
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb"))
 RUN_HERE = ("00_setup_and_data.ipynb", "01_loss_math.ipynb", "02_building_the_autoencoder.ipynb")
@@ -170,8 +170,6 @@ def test_binder_builds_python_3_11(tmp_path):
 def test_every_notebook_gets_a_second_run_on_other_kernels():
     """The Makefile's test-kernels runs the notebooks that this file and test_installed.py do not, with the same
     kernel variables."""
-    from test_installed import NOTEBOOKS as INSTALLED
-
     makefile = (REPO_ROOT / "Makefile").read_text()
     choices = [
         dict(v.split("=") for v in line.split()) for line in re.findall(r"^OTHER_KERNELS := (.*)$", makefile, re.M)
@@ -179,7 +177,7 @@ def test_every_notebook_gets_a_second_run_on_other_kernels():
     assert choices == [other_kernels("flags : fpu avx2 avx512f"), other_kernels("flags : fpu avx2")]  # with, without
     assert choices[0] != choices[1]
     elsewhere = re.search(r"^SECOND_RUN_IN_TESTS := (.*)$", makefile, re.MULTILINE).group(1).split()
-    assert sorted(elsewhere) == sorted(name[:2] for name in (*RUN_HERE, *INSTALLED))
+    assert sorted(elsewhere) == sorted(name[:2] for name in (*RUN_HERE, *INSTALLED_NOTEBOOKS))
     dry_run = subprocess.run(["make", "-n", "test-kernels"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
     assert f"env {' '.join(f'{k}={v}' for k, v in OTHER_KERNELS.items())} " in dry_run  # this machine's choice
     in_make = set(re.findall(r"notebooks/(\d\d)_\w+\.ipynb", dry_run))

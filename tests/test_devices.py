@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ptft_helpers import devices
-from ptft_helpers.devices import autocast, describe_device, pick_device, synchronize
+from ptft_helpers.devices import MixedPrecision, Precision, autocast, describe_device, pick_device, synchronize
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_MPS = devices._mps_available()
@@ -84,6 +84,30 @@ def test_autocast_is_a_no_op_on_cpu():
         inside = a @ b
     assert inside.dtype == torch.float32
     assert torch.equal(inside, a @ b)
+
+
+def tf32_switches() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def test_mixed_precision_sets_tf32_only_inside_and_can_be_entered_again():
+    # The GPU's bfloat16-with-TF32 precision, run on the CPU: autocast and the global switches behave the same.
+    before = tf32_switches()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        amp = MixedPrecision("cpu", Precision(torch.bfloat16, scaler=False, tf32=True))
+        for _ in range(2):  # a training loop enters it once per step
+            with amp:
+                assert torch.is_autocast_enabled("cpu")
+                assert tf32_switches() == (True, True)
+                assert (torch.rand(4, 4) @ torch.rand(4, 4)).dtype == torch.bfloat16
+            assert not torch.is_autocast_enabled("cpu")
+            assert tf32_switches() == (False, False)
+        with pytest.raises(RuntimeError, match="stop"), amp:
+            raise RuntimeError("stop")
+        assert tf32_switches() == (False, False) and not torch.is_autocast_enabled("cpu")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def test_describe_and_synchronize_on_cpu():

@@ -60,7 +60,26 @@ def runs(tmp_path_factory, fashion_root):
             done = torchrun(processes, str(WORKER), "--out", str(path), "--dtype", dtype, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         out[processes, dtype] = torch.load(path, weights_only=True)
+    record_differences(out)
     return out
+
+
+def record_differences(runs: dict) -> None:
+    """The largest relative differences from one process, in float64 and in float32, written to
+    ``test-artifacts/distributed.json``, to look at. Not asserted in float32: any two Adam runs from
+    the same start stay within 2 x steps x lr x 3.2 of each other, whatever their gradients (Kingma and Ba, 2015,
+    section 2.1), so no float32 bound would tell a right implementation from a wrong one; float64 does (above)."""
+    measured = {
+        kind: {
+            "float64, 2 and 3 processes": max(
+                difference(runs[p, "float64"][kind]["state"], runs[1, "float64"][kind]["state"]) for p in (2, 3)
+            ),
+            "float32, 2 processes": difference(runs[2, "float32"][kind]["state"], runs[1, "float32"][kind]["state"]),
+        }
+        for kind in ("autoencoder", "simclr")
+    }
+    (REPO_ROOT / "test-artifacts").mkdir(exist_ok=True)
+    (REPO_ROOT / "test-artifacts" / "distributed.json").write_text(json.dumps(measured, indent=1))
 
 
 @pytest.mark.parametrize("processes", [2, 3])
@@ -78,21 +97,6 @@ def test_the_check_would_see_a_real_difference(runs):
     other = {k: v.clone() for k, v in one.items()}
     other["encoder.fc1.weight"][0, 0] += 1e-6 * one["encoder.fc1.weight"].abs().max()
     assert difference(other, one) > TOLERANCE
-
-
-def test_float32_differences_are_recorded(runs, artifacts_dir):
-    measured = {
-        kind: {
-            "float64, 2 and 3 processes": max(
-                difference(runs[p, "float64"][kind]["state"], runs[1, "float64"][kind]["state"]) for p in (2, 3)
-            ),
-            "float32, 2 processes": difference(runs[2, "float32"][kind]["state"], runs[1, "float32"][kind]["state"]),
-        }
-        for kind in ("autoencoder", "simclr")
-    }
-    (artifacts_dir / "distributed.json").write_text(json.dumps(measured, indent=1))
-    for kind, values in measured.items():
-        assert values["float32, 2 processes"] < 1.0, (kind, values)  # the same model, not another one
 
 
 def test_a_torchrun_checkpoint_loads_in_notebook_code(tmp_path, fashion_root, monkeypatch):
@@ -125,6 +129,23 @@ def test_bad_setups_are_one_line(processes, args, expected, tmp_path, fashion_ro
     errors = [line for line in done.stderr.splitlines() if line.startswith("python -m ptft_helpers pretrain: error:")]
     assert len(errors) == 1 and expected in errors[0], done.stderr[-2000:]  # said once, by rank 0
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_a_rank_that_cannot_see_rank_0s_checkpoint_says_so(tmp_path, fashion_root):
+    # Two machines without a shared file system, played by two processes with a checkpoint folder each.
+    script = tmp_path / "own_folder_per_rank.py"
+    script.write_text(
+        "import os, sys\n"
+        "os.environ['PTFT_CHECKPOINTS'] = os.path.join(sys.argv[1], 'rank' + os.environ['RANK'])\n"
+        "from ptft_helpers.cli import main\n"
+        "sys.exit(main(['pretrain', '--epochs', '1', '--train-size', '64', '--batch-size', '32']))\n"
+    )
+    done = torchrun(2, str(script), str(tmp_path), env={"PTFT_DATA": str(fashion_root)})
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("python -m ptft_helpers pretrain: error:")]
+    assert len(errors) == 1 and "rank 1 cannot load the checkpoint that rank 0 has" in errors[0], done.stderr[-2000:]
+    assert "shared file system" in errors[0]
+    assert len(list((tmp_path / "rank0").rglob("*.pt"))) == 1 and not list((tmp_path / "rank1").rglob("*.pt"))
 
 
 def test_a_missing_rendezvous_variable_is_one_line(tmp_path, fashion_root):

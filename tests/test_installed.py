@@ -18,14 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from venvs import OTHER_KERNELS, REPO_ROOT, as_user, files_under, pip_install, seeded_venv, source_copy, unix_user
+from venvs import (
+    INSTALLED_NOTEBOOKS,
+    OTHER_KERNELS,
+    REPO_ROOT,
+    as_user,
+    files_under,
+    pip_install,
+    seeded_venv,
+    source_copy,
+    unix_user,
+)
 
 if os.geteuid() != 0 or not Path("/usr/bin/python3").is_file():
     pytest.skip("needs root (to add a Unix user) and /usr/bin/python3", allow_module_level=True)
 
 CORE = [r.split(">")[0] for r in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
 RUNNER = ["ipykernel", "pytest", "nbval"]  # to run the notebooks; not what the package needs
-NOTEBOOKS = ("05_what_pretraining_bought.ipynb", "06_contrastive_pretraining.ipynb")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +105,7 @@ def test_as_root_from_another_folder_nothing_is_written_inside_the_package(insta
     python, site = installed
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
-    copy_notebook(NOTEBOOKS[0], work)
+    copy_notebook(INSTALLED_NOTEBOOKS[0], work)
     env = clean_env(home, PYTHONDONTWRITEBYTECODE="1")  # bytecode caches are Python's, not the package's writes
     before = files_under(site)
 
@@ -113,7 +122,7 @@ def test_as_root_from_another_folder_nothing_is_written_inside_the_package(insta
     assert (home / ".cache" / "ptft" / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
     saved = run(str(python), "-m", "ptft_helpers", "pretrain").stdout.splitlines()[0]
     assert saved.startswith(f"Saved the checkpoint: {home / '.cache' / 'ptft' / 'data' / 'checkpoints' / 'fast'}/")
-    run(*nbval(python, NOTEBOOKS[0]))
+    run(*nbval(python, INSTALLED_NOTEBOOKS[0]))
     assert (work / "results" / "fast" / "05_label_efficiency.csv").is_file()  # the current folder's results/
     assert files_under(site) == before
 
@@ -134,9 +143,9 @@ def test_a_student_who_cannot_write_the_environment(installed):
         assert pretrain.returncode == 0, pretrain.stderr
 
         work = home / "ptft"
-        copy_notebook(NOTEBOOKS[1], work)
+        copy_notebook(INSTALLED_NOTEBOOKS[1], work)
         subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work)], check=True)
-        ran = as_user(user, *nbval(python, NOTEBOOKS[1]), env=env, cwd=work, timeout=900)
+        ran = as_user(user, *nbval(python, INSTALLED_NOTEBOOKS[1]), env=env, cwd=work, timeout=900)
         assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
         assert (work / "results" / "fast" / "06_contrastive_probe.csv").is_file()
     assert files_under(site) == before

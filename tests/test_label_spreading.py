@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ptft_helpers.probes import (
+    SpreadingGraph,
     graph_weights,
     knn_graph,
     label_spreading,
@@ -109,6 +110,30 @@ def test_spread_and_score_chooses_on_validation_and_reads_no_other_label():
     assert math.isnan(alone["val_acc"]) and alone["test_acc"] == 1.0
     with pytest.raises(ValueError, match="single"):
         spread_and_score(graph, labelled, val[:0], hidden, new_labels)
+
+
+def test_spread_and_score_takes_the_setting_that_is_best_on_validation_wherever_it_is_in_the_grid():
+    # Pool nodes 0 and 1 are labelled (classes 0 and 1); 2 and 3 validate (classes 0 and 1). With k = 1 each
+    # validation node hangs on the wrong labelled node, with k = 2 on the right one.
+    def graph(pairs):
+        weights = torch.zeros(4, 4)
+        for a, b in pairs:
+            weights[a, b] = weights[b, a] = 1.0
+        return weights
+
+    built = SpreadingGraph(
+        weights={1: graph([(2, 1), (3, 0)]), 2: graph([(2, 0), (3, 1)])},
+        test_neighbours=torch.tensor([[0, 0], [1, 1]]),
+        test_similarities=torch.ones(2, 2),
+    )
+    labels, labelled, val = torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3])
+    for settings in (((1, 0.5), (2, 0.5)), ((2, 0.5), (1, 0.5))):
+        out = spread_and_score(built, labelled, val, labels, torch.tensor([0, 1]), settings=settings)
+        assert (out["k"], out["val_acc"], out["test_acc"]) == (2, 1.0, 1.0)
+    with pytest.raises(ValueError, match=r"The graph has no k = \[5\]"):
+        spread_and_score(built, labelled, val, labels, torch.tensor([0, 1]), settings=((5, 0.5),))
+    with pytest.raises(ValueError, match="No settings to try"):
+        spread_and_score(built, labelled, val, labels, torch.tensor([0, 1]), settings=())
 
 
 def test_a_graph_on_reduced_features_is_the_same_whatever_the_random_state():

@@ -1,10 +1,11 @@
 """Every run's row: saved atomically to the results folder, read back with its types, found again later."""
 
 import json
+import os
 
 import pytest
 
-from ptft_helpers import results, settings
+from ptft_helpers import results
 
 ROWS = [{"method": "scratch", "seed": 0, "test_acc": 0.5, "val_counts": True}, {"method": "probe", "seed": 1}]
 
@@ -42,8 +43,30 @@ def test_a_full_run_is_found_in_the_clone_when_not_run_here(results_env):
 
 
 def test_an_unwritable_results_folder_is_one_clear_error(monkeypatch):
-    monkeypatch.setenv("PTFT_RESULTS", "/proc/ptft-results")
+    monkeypatch.setenv("PTFT_RESULTS", "/sys/ptft-results")
     monkeypatch.delenv("PTFT_FAST", raising=False)
-    with pytest.raises(PermissionError, match=r"^Cannot save /proc/ptft-results/x.csv: .*Set PTFT_RESULTS"):
+    with pytest.raises(PermissionError, match=r"^Cannot save /sys/ptft-results/x.csv: .*Set PTFT_RESULTS"):
         results.save_results(ROWS, "x", {})
-    assert settings.results_folder().path.name == "ptft-results"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(results_env):
+    path = results.save_results(ROWS, "07_example", {})
+    before = path.read_bytes()
+
+    def write_half(f):
+        f.write("labels,seed\n1,")
+        raise ValueError("stopped mid-write")
+
+    with pytest.raises(ValueError, match="stopped mid-write"):
+        results._write_atomically(path, write_half)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in results_env.iterdir()) == ["07_example.csv", "07_example.json"]
+
+
+def test_saved_files_get_the_users_umask(results_env):
+    old = os.umask(0o027)
+    try:
+        path = results.save_results(ROWS, "07_example", {})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640

@@ -40,8 +40,10 @@ def other_kernels(cpuinfo: str) -> dict[str, str]:
     return {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX", "DNNL_MAX_CPU_ISA": "AVX"}
 
 
-# The notebooks run here get their second run on this machine's other kernels.
+# The notebooks run by the tests that use these venvs get their second run on this machine's other kernels.
 OTHER_KERNELS = other_kernels(Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else "")
+# The notebooks that tests/test_installed.py runs as an installed package (their second run; see the Makefile).
+INSTALLED_NOTEBOOKS = ("05_what_pretraining_bought.ipynb", "06_contrastive_pretraining.ipynb")
 
 
 def _canonical(name: str) -> str:
@@ -85,9 +87,11 @@ def _place(source: Path, target: Path) -> None:
 def seeded_venv(path: Path, names: Iterable[str]) -> Path:
     """A venv at ``path`` from ``/usr/bin/python3``, holding ``names`` and their dependencies; returns its python.
 
-    Files inside ``site-packages`` and the data files beside it (``share/``, ``etc/``: JupyterLab's pages, the
-    server extensions' settings) are linked; the console scripts (``bin/jupyter``, ...) are written anew from the
-    distributions' entry points, with this venv's python, as pip writes them."""
+    Files inside ``site-packages`` are linked, their compiled ``__pycache__`` too (where PYTHONDONTWRITEBYTECODE is
+    set, as on our CI machines, nothing would compile them, and every process would compile PyTorch again), and so
+    are the data files beside it (``share/``, ``etc/``: JupyterLab's pages, the server extensions' settings); the
+    console scripts (``bin/jupyter``, ...) are written anew from the distributions' entry points, with this venv's
+    python, as pip writes them."""
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(path)], check=True, capture_output=True, timeout=300)
     site = _site_packages(path)
     own = {_canonical(d.metadata["Name"]) for d in metadata.distributions(path=[str(site)])}  # pip, setuptools
@@ -96,8 +100,6 @@ def seeded_venv(path: Path, names: Iterable[str]) -> Path:
             continue  # the new venv's own copy stays: mixing two versions' files would break both
         base = Path(dist.locate_file(""))
         for entry in dist.files or []:
-            if "__pycache__" in entry.parts:
-                continue
             source = (base / entry).resolve()
             if entry.parts[0] == "..":  # beside site-packages: data files in share/ and etc/, scripts in bin/
                 inside = source.relative_to(base.resolve().parent.parent.parent)  # relative to the other venv
