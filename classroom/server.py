@@ -374,7 +374,8 @@ def start(args: argparse.Namespace) -> None:
 
 
 def _hub_alive(pid: int) -> bool:
-    """Whether ``pid`` is a running JupyterHub (after a reboot the PID file may name some other process)."""
+    """Whether ``pid`` is a running JupyterHub: after a reboot the PID file may name some other process, and a hub
+    that has exited but is not yet reaped (a zombie) has an empty command line."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
