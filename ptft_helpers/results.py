@@ -3,9 +3,9 @@
 ``save_results(rows, name, machine)`` writes ``<name>.csv`` (one line per run) and ``<name>.json`` (the code
 version, the CPU, the protocol) into the results folder (``settings.results_folder``: ``$PTFT_RESULTS``, else the
 clone's ``results/``, else ``results/`` in the current folder, else ``~/.cache/ptft/results`` when that cannot be
-written; a ``fast/`` subfolder in fast mode), atomically, so
-an interrupted run never leaves half a file. ``full_run_rows(name)`` reads a full run back: your own, else the
-one stored in the clone; ``latest_rows(name)`` prefers this mode's own run (a fast one in fast mode).
+written; a ``fast/`` subfolder in fast mode), atomically, so an interrupted run never leaves half a file.
+``full_run_rows(name)`` reads a full run back: your own, else the one stored in the clone; ``latest_rows(name)``
+prefers this mode's own run (a fast one in fast mode).
 """
 
 from __future__ import annotations
