@@ -87,14 +87,15 @@ def main(argv: list[str] | None = None) -> None:
             "peak_mb": alone.peak_mb,
             "cpu_seconds": {u: round(s, 1) for u, s in alone.cpu_seconds.items()},
         },
-        "at_once": {
+        "load_average_after": round(load, 2),
+    }
+    if together is not alone:  # one student: the run alone is all there is
+        result["at_once"] = {
             "students": len(students),
             "wall_seconds": round(together.wall_seconds, 1),
             "peak_mb": together.peak_mb,
             "cpu_seconds": {u: round(s, 1) for u, s in together.cpu_seconds.items()},
-        },
-        "load_average_after": round(load, 2),
-    }
+        }
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     mean = statistics.fmean
     print(f"{args.notebook} ({result['mode']} mode) on a {os.cpu_count()}-core {cpu_name()}, through the hub:\n")
