@@ -49,14 +49,10 @@ test: $(VENV)/.installed-dev data
 # The notebooks' second run, on other CPU kernels (README, "Any CPU"; .ci/run runs it after `make test`), so that an
 # assert that holds only on this CPU's kernels fails here: on a CPU with AVX-512 (Intel Xeon), the kernels of an
 # AVX2 CPU (AMD EPYC); on one without, PyTorch's plain C++ kernels and MKL and oneDNN held to AVX (no fused
-# multiply-add). tests/test_colab.py and tests/test_installed.py run notebooks $(SECOND_RUN_IN_TESTS) with the same
-# variables (tests/venvs.py, checked against this choice); this target runs the others.
-ifneq ($(shell grep -m1 -ow avx512f /proc/cpuinfo 2>/dev/null),)
-OTHER_KERNELS := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 DNNL_MAX_CPU_ISA=AVX2
-else
-OTHER_KERNELS := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX DNNL_MAX_CPU_ISA=AVX
-endif
-SECOND_RUN_IN_TESTS := 00 01 02 05 06
+# multiply-add). tests/test_colab.py and tests/test_installed.py run some notebooks with the same variables; this
+# target runs the others. Both lists come from tests/second_run.py.
+OTHER_KERNELS = $(shell python3 tests/second_run.py kernels)
+SECOND_RUN_IN_TESTS = $(shell python3 tests/second_run.py notebooks)
 
 ## test-kernels: every notebook not run in the Colab and installed-package tests, again, on other CPU kernels
 test-kernels: $(VENV)/.installed-dev data
@@ -98,13 +94,15 @@ checkpoints: data
 	PTFT_FAST=0 $(PY) -m ptft_helpers pretrain --all
 
 ## classroom: set up a JupyterHub for a class on this machine, as root (docs/teaching.md, "Run a class on one
-## server"): ROSTER=roster.csv, and optionally CLASSROOM=/opt/ptft CLASS_PORT=8000 CLASS_IP=127.0.0.1
+## server"): ROSTER=roster.csv, and optionally CLASSROOM=/opt/ptft CLASS_PORT=8000 CLASS_IP=127.0.0.1, and the
+## proxy's API port and the hub's own port, CLASS_PROXY_API_PORT and CLASS_HUB_PORT (CLASS_PORT + 1 and + 2)
 CLASSROOM ?= /opt/ptft
 CLASS_PORT ?= 8000
 CLASS_IP ?= 127.0.0.1
 classroom:
 	@test -n "$(ROSTER)" || { echo "make classroom: give ROSTER=path/to/roster.csv (username,role,name)"; exit 2; }
-	/usr/bin/python3 classroom/server.py setup --prefix $(CLASSROOM) --roster $(ROSTER) --port $(CLASS_PORT) --ip $(CLASS_IP)
+	/usr/bin/python3 classroom/server.py setup --prefix $(CLASSROOM) --roster $(ROSTER) --port $(CLASS_PORT) --ip $(CLASS_IP) \
+	  $(if $(CLASS_PROXY_API_PORT),--proxy-api-port $(CLASS_PROXY_API_PORT)) $(if $(CLASS_HUB_PORT),--hub-port $(CLASS_HUB_PORT))
 
 ## classroom-start, classroom-stop: start the class's hub in the background, and stop it (and every server it started)
 classroom-start:

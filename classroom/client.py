@@ -46,16 +46,19 @@ class Hub:
         made = s.post(f"{self.url}/hub/api/users/{user}/tokens", json={"note": "client"}, headers=headers, timeout=30)
         made.raise_for_status()
         self.tokens[user] = made.json()["token"]
-        for _ in range(1200):
-            model = self.api("GET", f"users/{user}", user=user).json()
-            if model["servers"].get("", {}).get("ready"):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{user}'s server did not become ready within 2 minutes")
+        self.wait_until_ready(user)
         self.spawn_seconds[user] = time.perf_counter() - start
         self.sessions[user] = s
         return s
+
+    def wait_until_ready(self, user: str) -> None:
+        """Wait until ``user``'s server is ready, as the hub sees it (a RuntimeError after 2 minutes)."""
+        for _ in range(1200):
+            model = self.api("GET", f"users/{user}", user=user).json()
+            if model["servers"].get("", {}).get("ready"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{user}'s server did not become ready within 2 minutes")
 
     def api(self, method: str, path: str, user: str, **kwargs) -> requests.Response:
         """A request to the hub's REST API with ``user``'s token."""

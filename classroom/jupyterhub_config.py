@@ -18,10 +18,13 @@ venv_bin = prefix / "venv" / "bin"
 
 c.JupyterHub.ip = settings["ip"]
 c.JupyterHub.port = settings["port"]
-c.JupyterHub.hub_ip = "127.0.0.1"  # the hub's own API: this machine only
+c.JupyterHub.hub_ip = "127.0.0.1"  # the hub's own API: this machine only, on a port of this class's own
+c.JupyterHub.hub_port = settings["hub_port"]
 c.JupyterHub.db_url = f"sqlite:///{here / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(here / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.command = [str(prefix / "node" / "node_modules" / ".bin" / "configurable-http-proxy")]
+# The proxy's API on a port of this class's own: at the default (8001) another class's proxy may be listening.
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings['proxy_api_port']}"
 c.ConfigurableHTTPProxy.pid_file = str(here / "proxy.pid")
 
 c.JupyterHub.authenticator_class = "pam"

@@ -23,7 +23,10 @@ in ``~/ptft-notebooks``. The instructor also gets the nbgrader course folder ``~
 and the gradebook) and the formgrader; students get the assignment list only. The nbgrader exchange is
 ``--exchange`` (default ``/srv/nbgrader/exchange``). Every server gets ``OMP_NUM_THREADS=1``, the shared
 ``PTFT_DATA`` and the environment's ``bin/`` first on its ``PATH``; the idle culler stops servers idle for
-``--cull-after`` seconds. The hub listens on ``--ip`` (default 127.0.0.1, this machine only) and ``--port``.
+``--cull-after`` seconds. The hub listens on ``--ip`` (default 127.0.0.1, this machine only) and ``--port``; two
+more ports, on 127.0.0.1, are the class's own too: the proxy's API (``--proxy-api-port``, default ``--port`` + 1)
+and the hub's own API (``--hub-port``, default ``--port`` + 2). Several classes run on one machine, each set up
+with its own ``--prefix``, ports and ``--course``; ``start`` refuses a port that another program holds.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +60,12 @@ INSTRUCTOR_LAB_PLUGINS = (
     "@jupyter/nbgrader:course-list",
 )
 PROXY = "configurable-http-proxy@5"
+# The class's ports: settings.json's key, what it is, and the setup option that sets it.
+PORTS = (
+    ("port", "the hub's public port", "--port"),
+    ("proxy_api_port", "the proxy's API port", "--proxy-api-port"),
+    ("hub_port", "the hub's own API port", "--hub-port"),
+)
 
 
 class SetupError(Exception):
@@ -292,9 +302,22 @@ def write_hub_config(prefix: Path, settings: dict) -> Path:
     return hub
 
 
+def class_ports(args: argparse.Namespace) -> dict[str, int]:
+    """The three ports from setup's options, each defaulting to the public port plus one or two; they must differ."""
+    ports = {
+        "port": args.port,
+        "proxy_api_port": args.proxy_api_port or args.port + 1,
+        "hub_port": args.hub_port or args.port + 2,
+    }
+    if len(set(ports.values())) < len(ports):
+        raise SetupError(f"the ports must differ (given {ports}): choose --port, --proxy-api-port and --hub-port")
+    return ports
+
+
 def setup(args: argparse.Namespace) -> None:
     check_machine()
     roster = read_roster(args.roster)
+    ports = class_ports(args)
     prefix = args.prefix
     prefix.mkdir(parents=True, exist_ok=True)
     prefix.chmod(0o755)
@@ -317,7 +340,7 @@ def setup(args: argparse.Namespace) -> None:
         {
             "prefix": str(prefix),
             "ip": args.ip,
-            "port": args.port,
+            **ports,
             "users": users,
             "admins": instructors,
             "cull_after": args.cull_after,
@@ -344,6 +367,8 @@ def start(args: argparse.Namespace) -> None:
     pid_file = hub / "jupyterhub.pid"
     if pid_file.exists() and _hub_alive(int(pid_file.read_text())):
         raise SetupError(f"the hub is running already (PID {pid_file.read_text().strip()}); `stop` it first")
+    _stop_proxy(hub)  # one that this class's hub left running (JupyterHub would stop it too, after the port check)
+    check_ports_free(hub / "settings.json")
     env = {
         **os.environ,
         "PATH": f"{args.prefix / 'venv' / 'bin'}:{args.prefix / 'node' / 'node_modules' / '.bin'}:/usr/bin:/bin",
@@ -360,17 +385,53 @@ def start(args: argparse.Namespace) -> None:
     )
     pid_file.write_text(str(process.pid))
     url = hub_url(args.prefix)
+    try:
+        wait_for_hub(process, url, hub / "hub.log")
+    except SetupError:
+        _end_hub(process.pid)
+        _stop_proxy(hub)  # the hub starts it in a session of its own, and a hub that failed leaves it running
+        pid_file.unlink()
+        raise
+    say(f"the hub is up at {url} (PID {process.pid}, {time.perf_counter() - started:.1f} s); log: {hub / 'hub.log'}")
+
+
+def check_ports_free(settings_file: Path) -> None:
+    """Each of the class's ports must be free on its address: a port that another program holds (another class's
+    hub or proxy, say) would leave this hub talking to that program."""
+    settings = json.loads(settings_file.read_text())
+    for key, what, option in PORTS:
+        if key not in settings:
+            raise SetupError(f"{settings_file} has no {key} (it was set up by an older version): run setup again")
+        address = settings["ip"] if key == "port" else "127.0.0.1"  # the proxy's API and the hub's: this machine only
+        if not _port_free(address, settings[key]):
+            raise SetupError(
+                f"{what} {settings[key]} ({key} in {settings_file}) is taken by another program: stop that program,"
+                f" or run setup again with {option} and a free port"
+            )
+
+
+def _port_free(address: str, port: int) -> bool:
+    """Whether a server could listen on ``address:port`` now (as the hub and its proxy do, reusing the address:
+    a port that a stopped server's connections still wait on counts as free)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        socket.create_server((address or "0.0.0.0", port), family=family).close()
+    except OSError:
+        return False
+    return True
+
+
+def wait_for_hub(process: subprocess.Popen, url: str, log: Path) -> None:
+    """Wait until the hub at ``url`` answers; a SetupError if it stops or does not answer within 60 s."""
     for _ in range(600):
         if process.poll() is not None:
-            raise SetupError(f"the hub stopped at once: see {hub / 'hub.log'}")
+            raise SetupError(f"the hub stopped at once: see {log}")
         try:
             urllib.request.urlopen(f"{url}/hub/api", timeout=1)
-            break
+            return
         except OSError:
             time.sleep(0.1)
-    else:
-        raise SetupError(f"the hub did not answer within 60 s: see {hub / 'hub.log'}")
-    say(f"the hub is up at {url} (PID {process.pid}, {time.perf_counter() - started:.1f} s); log: {hub / 'hub.log'}")
+    raise SetupError(f"the hub did not answer within 60 s: see {log}")
 
 
 def _hub_alive(pid: int) -> bool:
@@ -384,16 +445,15 @@ def _hub_alive(pid: int) -> bool:
 
 
 def stop(args: argparse.Namespace) -> None:
-    pid_file = args.prefix / "hub" / "jupyterhub.pid"
+    hub = args.prefix / "hub"
+    pid_file = hub / "jupyterhub.pid"
     if not pid_file.exists():
         say("no hub is running (no PID file)")
         return
     pid = int(pid_file.read_text())
-    if _hub_alive(pid):
-        os.kill(pid, signal.SIGTERM)  # the hub stops the users' servers and its proxy on the way out
-        if not _wait_until(lambda: not _hub_alive(pid), seconds=60):
-            os.killpg(pid, signal.SIGKILL)
-    users = json.loads((args.prefix / "hub" / "settings.json").read_text())["users"]
+    _end_hub(pid)
+    _stop_proxy(hub)  # the hub stops its proxy on the way out, unless it was killed or had died
+    users = json.loads((hub / "settings.json").read_text())["users"]
     left = _user_servers(users)  # servers the hub did not stop (it was killed, or it had died)
     _signal(left, signal.SIGTERM)
     if not _wait_until(lambda: not _user_servers(users), seconds=30):
@@ -401,6 +461,41 @@ def stop(args: argparse.Namespace) -> None:
     pid_file.unlink()
     by_this = f"; {len(left)} server(s) stopped by this command" if left else ""
     say(f"the hub (PID {pid}) and the servers it started are stopped{by_this}")
+
+
+def _end_hub(pid: int) -> None:
+    """Stop the hub (it stops the users' servers and its proxy on the way out); kill it after a minute."""
+    if _hub_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_until(lambda: not _hub_alive(pid), seconds=60):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _stop_proxy(hub: Path) -> None:
+    """Stop the proxy named in the hub's ``proxy.pid`` if it is still running (a hub that was killed, or failed to
+    start, leaves its proxy running: JupyterHub starts it in a session of its own)."""
+    pid_file = hub / "proxy.pid"
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    settings = json.loads((hub / "settings.json").read_text())
+    api_port = settings.get("proxy_api_port", 8001)  # JupyterHub's default: a class set up by an older version
+    if _proxy_alive(pid, api_port):
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_until(lambda: not _proxy_alive(pid, api_port), seconds=10):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink()
+
+
+def _proxy_alive(pid: int, api_port: int) -> bool:
+    """Whether ``pid`` is a running configurable-http-proxy with this class's API port (not a process that has
+    the PID since, nor another class's proxy)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"configurable-http-proxy" in command and f"\0--api-port\0{api_port}\0".encode() in command
 
 
 def _signal(pids: list[int], signum: int) -> None:
@@ -449,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--course", default="ptft", help="the nbgrader course id (ptft)")
     p.add_argument("--ip", default="127.0.0.1", help="the hub's address (127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="the hub's port (8000)")
+    p.add_argument("--proxy-api-port", type=int, help="the proxy's API port, on 127.0.0.1 (--port + 1)")
+    p.add_argument("--hub-port", type=int, help="the hub's own API port, on 127.0.0.1 (--port + 2)")
     p.add_argument("--cull-after", type=int, default=3600, help="stop servers idle this many seconds (3600)")
     p.add_argument("--python", default="/usr/bin/python3", help="the Python every user can run (/usr/bin/python3)")
     p.add_argument("--no-checkpoints", action="store_true", help="skip pretraining the encoders (tests do)")

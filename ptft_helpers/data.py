@@ -6,7 +6,8 @@ Files are looked for in this order (see ``prepare``):
 2. a system copy of gzip IDX files (Debian's ``dataset-fashion-mnist`` package puts
    them in ``/usr/share/datasets/fashion-mnist/``), decompressed into the data folder;
 3. torchvision's own download;
-4. on a Debian machine where we are root, ``apt-get install dataset-fashion-mnist``.
+4. only when asked (``python -m ptft_helpers data``, which ``make data`` runs, and which says so), on a Debian
+   machine where we are root: ``apt-get install dataset-fashion-mnist``. ``load`` never changes the system.
 
 Every file is checked before it is used (``check_file``), so a truncated or damaged copy gives a
 one-line error naming the file and the fix instead of a traceback deep inside torchvision:
@@ -37,6 +38,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,11 +332,12 @@ def prepare(
     *,
     system_dir: str | Path | None = None,
     allow_download: bool = True,
-    allow_apt: bool = True,
+    allow_apt: bool = False,
 ) -> str:
     """Make sure the dataset's files are in the data folder, whole and correct; return where they came from.
 
-    ``system_dir`` overrides the dataset's usual system location (tests use it).
+    ``system_dir`` overrides the dataset's usual system location (tests use it). ``allow_apt=True`` (only the
+    command line's ``data`` asks for it) installs the dataset's Debian package as a last resort, as root, saying so.
     Missing files: raises ``DataNotFoundError`` (a ``FileNotFoundError``) naming every place it looked, and the fixes.
     A damaged file that cannot be replaced: raises ``DamagedDataError`` (a ``ValueError``), one line.
     """
@@ -371,6 +374,7 @@ def prepare(
             return f"torchvision download{repaired}"
         tried.append(f"torchvision's download: {reason or 'files still wrong: ' + '; '.join(left.values())}")
     if allow_apt and info.debian_package and system is not None:
+        print(f"Installing Debian's package {info.debian_package} with apt-get...", file=sys.stderr, flush=True)
         reason = _apt_install(info.debian_package)
         if reason is None:
             reason = _copy_from_system(system, folder, info, list(_problems(folder, info)))
@@ -387,7 +391,10 @@ def prepare(
         + "` to download them",
     ]
     if info.debian_package:
-        fixes.append(f"on Debian, `sudo apt-get install {info.debian_package}` and run this again")
+        fixes.append(
+            f"on Debian, `sudo apt-get install {info.debian_package}` (as root, `python -m ptft_helpers data` does it)"
+            " and run this again"
+        )
     else:
         fixes.append("use the dataset 'fashion-mnist', which Debian packages for offline use")
     raise DataNotFoundError(
@@ -428,7 +435,8 @@ def _load_split(name: str, root: str, train: bool) -> ImageData:
 
 
 def load(name: str = "fashion-mnist", split: str = "train", *, root: str | Path | None = None) -> ImageData:
-    """Load one split ('train' or 'test') as uint8 tensors, preparing the files if needed.
+    """Load one split ('train' or 'test') as uint8 tensors, preparing the files if needed (from the data folder, the
+    system copy or torchvision's download; never with apt-get: that is ``python -m ptft_helpers data``'s).
 
     The result is cached, so later calls in the same process cost nothing.
     """

@@ -72,11 +72,6 @@ class Explorer(widgets.VBox):
         self.slider.observe(lambda change: self.update(change["new"]), names="value")
         self.update(self.slider.value)
 
-    @property
-    def widget(self) -> widgets.VBox:
-        """The widget to display (the explorer itself)."""
-        return self
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}: {self.status.value or 'not run yet'}"
 

@@ -1,4 +1,5 @@
-"""Fixtures shared by several test modules (the IDX-writing helpers live in ``helpers_idx``)."""
+"""Fixtures shared by several test modules (the IDX-writing helpers live in ``helpers_idx``), and the servers'
+logs in every failure report (``server_logs``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,19 @@ import pytest
 from ptft_helpers import data
 
 from helpers_idx import link_fashion
+from server_logs import LOG_TAIL, forget_released, log_tail, registered_logs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed:
+        for name, path in registered_logs():
+            report.sections.append((f"{name} log ({path}), its last {LOG_TAIL} characters", log_tail(path)))
+    if call.when == "teardown":
+        forget_released()
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from server_logs import server_log
+
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
 
 
@@ -101,17 +103,32 @@ def wait_for_server(url: str, proc: subprocess.Popen, log: Path, timeout: float 
     pytest.fail(f"JupyterLab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def wait_for_connected_kernel(base: str, token: str, timeout: float = 60) -> None:
+def wait_for_connected_kernel(base: str, token: str, log: Path, timeout: float = 60) -> None:
     """Wait until the page's kernel is started, idle and connected to the page (a websocket)."""
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(f"{base}/api/kernels", headers={"Authorization": f"token {token}"})
+    kernels = []
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            kernels = json.load(response)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                kernels = json.load(response)
+        except urllib.error.HTTPError as err:
+            if not kernel_start_race(err, log):
+                raise
         if any(k["execution_state"] == "idle" and k["connections"] > 0 for k in kernels):
             return
         time.sleep(0.5)
     pytest.fail(f"No kernel connected to the page within {timeout:.0f} s: {kernels}")
+
+
+def kernel_start_race(err: urllib.error.HTTPError, log: Path) -> bool:
+    """Whether a failed GET /api/kernels is jupyter_server's race at a kernel's start, the one transient error
+    retried here. jupyter_client lists a new kernel a moment before jupyter_server sets its ``last_activity``; a
+    listing in between answers 500 and logs "The 'last_activity' trait of a ServerKernelManager instance expected
+    a datetime, not the NoneType None" (measured with jupyter_server 2.21: 5 of 8 kernel starts, with three
+    clients listing the kernels all the while; the same race as enterprise_gateway's issue 1395). This was the
+    cause of a red CI run (issue 23). Any other error fails the test, with the server's log."""
+    return err.code == 500 and "'last_activity' trait" in log.read_text(errors="replace")
 
 
 def stop_server(proc: subprocess.Popen, base: str, token: str) -> None:
@@ -138,7 +155,7 @@ def stop_server(proc: subprocess.Popen, base: str, token: str) -> None:
 
 @pytest.fixture
 def lab(tmp_path):
-    """A JupyterLab server on a copy of notebooks/; yields (base URL, token, notebook name)."""
+    """A JupyterLab server on a copy of notebooks/; yields (base URL, token, notebook name, its log)."""
     root = tmp_path / "notebooks"
     source = REPO_ROOT / "notebooks"
     if (source / NOTEBOOK).is_file():
@@ -192,14 +209,15 @@ def lab(tmp_path):
             start_new_session=True,
         )
     try:
-        wait_for_server(f"{base}/api/status?token={token}", proc, log)
-        yield base, token, NOTEBOOK
+        with server_log("JupyterLab", log):
+            wait_for_server(f"{base}/api/status?token={token}", proc, log)
+            yield base, token, NOTEBOOK, log
     finally:
         stop_server(proc, base, token)
 
 
 def test_latent_size_slider_changes_the_figure(lab, tmp_path, artifacts_dir):
-    base, token, notebook = lab
+    base, token, notebook, log = lab
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
@@ -213,7 +231,7 @@ def test_latent_size_slider_changes_the_figure(lab, tmp_path, artifacts_dir):
         try:
             page.goto(f"{base}/lab/tree/{notebook}?token={token}")
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", state="visible")
-            wait_for_connected_kernel(base, token)
+            wait_for_connected_kernel(base, token, log)
             page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", state="attached")
             for attempt in range(3):  # a click before the kernel is wired up in the page is lost: try again
                 page.click(".lm-MenuBar-itemLabel:text-is('Run')")

@@ -1,17 +1,20 @@
 """A class on one server, as a class uses it: ``classroom/server.py`` sets up JupyterHub (PAM, real Unix users,
 nbgrader's exchange) from a roster, on loopback; an instructor and two students log in over HTTP; both students
 run notebook 00 at the same time in their own kernels; the instructor hands an assignment out, the students hand
-it in, and the grades are read from the gradebook; and nobody can see another's work.
+it in, and the grades are read from the gradebook; nobody can see another's work; and a second class's hub on
+the same machine leaves this one alone.
 
 The shared environment is seeded from this test run's own packages (``venvs.seeded_venv``, so that PyTorch is not
 copied again); ``setup`` then installs the package into it with pip, as on a real server. Encoders are not
 pretrained (``--no-checkpoints``): notebook 00 and exercise 01 need none. Memory and CPU per student are written
-to ``test-artifacts/classroom.json`` (docs/teaching.md quotes a run of this test).
+to ``test-artifacts/classroom.json`` (docs/teaching.md quotes a run of this test). The accounts are new, with
+names nobody chose (``venvs.unused_name``), and only those that ``setup`` made are removed afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import pwd
@@ -29,15 +32,15 @@ import requests
 
 from ptft_helpers.devices import cpu_name
 
-from venvs import REPO_ROOT, as_user, files_under, seeded_venv
+from venvs import REPO_ROOT, as_user, files_under, remove_user, running, seeded_venv, unused_name
 
 if os.geteuid() != 0 or not shutil.which("npm") or not Path("/usr/bin/python3").is_file():
     pytest.skip("needs root (Unix accounts), npm (the hub's proxy) and /usr/bin/python3", allow_module_level=True)
 
 sys.path.insert(0, str(REPO_ROOT))
 from classroom.client import Hub, Usage, run_notebook  # noqa: E402
+from classroom.server import write_hub_config  # noqa: E402
 
-INSTRUCTOR, STUDENTS = "ptft-teach", ("ptft-ann", "ptft-bob")
 ENVIRONMENT = [
     "torch",
     "torchvision",
@@ -53,19 +56,13 @@ SERVER = ["/usr/bin/python3", str(REPO_ROOT / "classroom" / "server.py")]
 ASSIGNMENT = "01_loss_math"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process, not a zombie that its new parent has not reaped (yet)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports that are free on 127.0.0.1 now."""
+    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def processes_of(user: str) -> list[int]:
@@ -84,76 +81,87 @@ def processes_of(user: str) -> list[int]:
     return found
 
 
-def remove_users() -> None:
-    for user in (INSTRUCTOR, *STUDENTS):
-        subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)
-        subprocess.run(["userdel", "-r", user], capture_output=True)
+def home(user: str) -> Path:
+    return Path(pwd.getpwnam(user).pw_dir)
+
+
+def hub_log(prefix: Path) -> str:
+    """The end of a hub's log (its users' servers write into it too), for a failure message."""
+    log = prefix / "hub" / "hub.log"
+    return f"\n--- the end of {log}:\n" + (log.read_text()[-6000:] if log.exists() else "(no log)")
+
+
+def passwords_of(prefix: Path) -> dict[str, str]:
+    """The accounts that ``setup`` made (it writes each one's password as it makes it), with their passwords."""
+    try:
+        with open(prefix / "passwords.csv", newline="") as f:
+            return {row["username"]: row["password"] for row in csv.DictReader(f)}
+    except FileNotFoundError:
+        return {}
+
+
+def set_up_class(prefix: Path, roster: Path, ports: list[int]) -> float:
+    """``server.py setup`` of a class on ``ports`` (public, proxy API, hub); returns its seconds."""
+    start = time.perf_counter()
+    setup = subprocess.run(
+        [*SERVER, "setup", "--prefix", str(prefix), "--roster", str(roster), "--exchange", str(prefix / "exchange")]
+        + ["--port", str(ports[0]), "--proxy-api-port", str(ports[1]), "--hub-port", str(ports[2])]
+        + ["--no-checkpoints"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    return time.perf_counter() - start
+
+
+def start_hub(prefix: Path) -> None:
+    started = subprocess.run([*SERVER, "start", "--prefix", str(prefix)], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr + hub_log(prefix)
 
 
 @pytest.fixture(scope="module")
 def hub():
-    remove_users()  # leftovers of an interrupted run
+    instructor, students = unused_name("ptft-teach"), (unused_name("ptft-ann"), unused_name("ptft-bob"))
     prefix = Path(tempfile.mkdtemp(prefix="ptft-class-", dir="/tmp"))  # not /tmp/pytest-of-root (0700)
     prefix.chmod(0o755)
     roster = prefix / "roster.csv"
     roster.write_text(
-        f"username,role,name\n{INSTRUCTOR},instructor,The Teacher\n"
-        + "".join(f"{s},student,Student {s}\n" for s in STUDENTS)
+        f"username,role,name\n{instructor},instructor,The Teacher\n"
+        + "".join(f"{s},student,Student {s}\n" for s in students)
     )
-    port = free_port()
+    ports = free_ports(3)
     try:
         seeded_venv(prefix / "venv", ENVIRONMENT)
-        start = time.perf_counter()
-        setup = subprocess.run(
-            [
-                *SERVER,
-                "setup",
-                "--prefix",
-                str(prefix),
-                "--roster",
-                str(roster),
-                "--port",
-                str(port),
-                "--exchange",
-                str(prefix / "exchange"),
-                "--no-checkpoints",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert setup.returncode == 0, setup.stdout + setup.stderr
-        setup_seconds = time.perf_counter() - start
-        started = subprocess.run(
-            [*SERVER, "start", "--prefix", str(prefix)], capture_output=True, text=True, timeout=120
-        )
-        assert started.returncode == 0, started.stdout + started.stderr + (prefix / "hub" / "hub.log").read_text()
-        with open(prefix / "passwords.csv") as f:
-            passwords = {row.split(",")[0]: row.strip().split(",")[2] for row in list(f)[1:]}
-        server = Hub(f"http://127.0.0.1:{port}", passwords)
+        setup_seconds = set_up_class(prefix, roster, ports)
+        assert set(passwords_of(prefix)) == {instructor, *students}  # new accounts, none adopted
+        start_hub(prefix)
+        server = Hub(f"http://127.0.0.1:{ports[0]}", passwords_of(prefix))
         server.prefix, server.setup_seconds = prefix, setup_seconds
+        server.instructor, server.students = instructor, students
         hub_pid = int((prefix / "hub" / "jupyterhub.pid").read_text())
         yield server
     finally:
         stopped = subprocess.run(
             [*SERVER, "stop", "--prefix", str(prefix)], capture_output=True, text=True, timeout=120
         )
-        leftovers = {u: processes_of(u) for u in (INSTRUCTOR, *STUDENTS)}
-        remove_users()
+        leftovers = {u: processes_of(u) for u in (instructor, *students)}
+        log = hub_log(prefix)
+        for user in passwords_of(prefix):  # the accounts that this run's setup made, and no others
+            remove_user(user)
         shutil.rmtree(prefix, ignore_errors=True)
-    assert stopped.returncode == 0, stopped.stderr
-    assert not any(leftovers.values()), f"processes left running after stop: {leftovers}"
-    assert not running(hub_pid)  # the hub is gone
+    assert stopped.returncode == 0, stopped.stderr + log
+    assert not any(leftovers.values()), f"processes left running after stop: {leftovers}{log}"
+    assert not running(hub_pid), log  # the hub is gone
 
 
 def test_setup_made_private_homes_and_a_read_only_environment(hub):
-    for user in (INSTRUCTOR, *STUDENTS):
-        home = Path(f"/home/{user}")
-        assert home.stat().st_mode & 0o777 == 0o700, f"{home} must be readable by its owner only"
-        assert (home / "ptft-notebooks" / "00_setup_and_data.ipynb").is_file()
+    for user in (hub.instructor, *hub.students):
+        assert home(user).stat().st_mode & 0o777 == 0o700, f"{home(user)} must be readable by its owner only"
+        assert (home(user) / "ptft-notebooks" / "00_setup_and_data.ipynb").is_file()
     assert (hub.prefix / "passwords.csv").stat().st_mode & 0o777 == 0o600
     probe = as_user(
-        pwd.getpwnam(STUDENTS[0]),
+        pwd.getpwnam(hub.students[0]),
         str(hub.prefix / "venv" / "bin" / "python"),
         "-c",
         f"open({str(hub.prefix / 'venv' / 'x')!r}, 'w')",
@@ -162,33 +170,35 @@ def test_setup_made_private_homes_and_a_read_only_environment(hub):
 
 
 def test_everyone_logs_in_over_http_and_gets_a_server(hub):
-    threads = [threading.Thread(target=hub.log_in, args=(u,)) for u in (INSTRUCTOR, *STUDENTS)]
+    everyone = (hub.instructor, *hub.students)
+    threads = [threading.Thread(target=hub.log_in, args=(u,)) for u in everyone]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert set(hub.tokens) == {INSTRUCTOR, *STUDENTS}
-    for user in (INSTRUCTOR, *STUDENTS):
-        assert hub.server(user, "api/status").status_code == 200
+    assert set(hub.tokens) == set(everyone), hub_log(hub.prefix)
+    for user in everyone:
+        assert hub.server(user, "api/status").status_code == 200, hub_log(hub.prefix)
     s = requests.Session()
     s.get(f"{hub.url}/hub/login", timeout=30)
     wrong = s.post(
         f"{hub.url}/hub/login",
         timeout=30,
-        data={"username": STUDENTS[0], "password": "not it", "_xsrf": s.cookies["_xsrf"]},
+        data={"username": hub.students[0], "password": "not it", "_xsrf": s.cookies["_xsrf"]},
     )
-    assert "Invalid username or password" in wrong.text
+    assert "Invalid username or password" in wrong.text, hub_log(hub.prefix)
 
 
 def test_two_students_run_notebook_00_at_the_same_time(hub, artifacts_dir):
     async def both():
-        return await asyncio.gather(*(run_notebook(hub, u, "ptft-notebooks/00_setup_and_data.ipynb") for u in STUDENTS))
+        notebook = "ptft-notebooks/00_setup_and_data.ipynb"
+        return await asyncio.gather(*(run_notebook(hub, u, notebook) for u in hub.students))
 
-    with Usage(list(STUDENTS)) as usage:
+    with Usage(list(hub.students)) as usage:
         errors = asyncio.run(both())
-    assert errors == [[], []], errors
+    assert errors == [[], []], f"{errors}{hub_log(hub.prefix)}"
     measured = {
-        "students_at_once": len(STUDENTS),
+        "students_at_once": len(hub.students),
         "wall_seconds": round(usage.wall_seconds, 1),
         "idle_server_mb": usage.idle_mb,
         "peak_mb": usage.peak_mb,
@@ -212,14 +222,14 @@ def nbgrader(user: str, hub: Hub, *args: str, cwd: Path | None = None) -> subpro
 
 
 def test_an_assignment_goes_out_comes_back_and_is_graded(hub):
-    course = Path(f"/home/{INSTRUCTOR}/ptft-course")
-    nbgrader(INSTRUCTOR, hub, "generate_assignment", ASSIGNMENT, "--force", cwd=course)
-    nbgrader(INSTRUCTOR, hub, "release_assignment", ASSIGNMENT, "--force", cwd=course)
-    key, blank = STUDENTS
-    for student in STUDENTS:
+    teacher, course = hub.instructor, home(hub.instructor) / "ptft-course"
+    nbgrader(teacher, hub, "generate_assignment", ASSIGNMENT, "--force", cwd=course)
+    nbgrader(teacher, hub, "release_assignment", ASSIGNMENT, "--force", cwd=course)
+    key, blank = hub.students
+    for student in hub.students:
         nbgrader(student, hub, "fetch_assignment", ASSIGNMENT, "--course", "ptft")
     # The first student hands in the answer key (the released version with the solutions filled in).
-    fetched = Path(f"/home/{key}/{ASSIGNMENT}/{ASSIGNMENT}.ipynb")
+    fetched = home(key) / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     answers = {
         c["metadata"]["nbgrader"]["grade_id"]: c["source"]
         for c in json.loads((course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text())["cells"]
@@ -230,18 +240,18 @@ def test_an_assignment_goes_out_comes_back_and_is_graded(hub):
         if cell["metadata"].get("nbgrader", {}).get("grade_id") in answers:
             cell["source"] = answers[cell["metadata"]["nbgrader"]["grade_id"]]
     fetched.write_text(json.dumps(handed_in))
-    for student in STUDENTS:
+    for student in hub.students:
         nbgrader(student, hub, "submit", ASSIGNMENT, "--course", "ptft")
-    nbgrader(INSTRUCTOR, hub, "collect", ASSIGNMENT, cwd=course)
-    nbgrader(INSTRUCTOR, hub, "autograde", ASSIGNMENT, cwd=course)
+    nbgrader(teacher, hub, "collect", ASSIGNMENT, cwd=course)
+    nbgrader(teacher, hub, "autograde", ASSIGNMENT, cwd=course)
     read = as_user(
-        pwd.getpwnam(INSTRUCTOR),
+        pwd.getpwnam(teacher),
         str(hub.prefix / "venv" / "bin" / "python"),
         "-c",
         "import json; from nbgrader.api import Gradebook\n"
         f"with Gradebook('sqlite:///{course}/gradebook.db') as g:\n"
         f"    print(json.dumps({{s: [g.find_submission({ASSIGNMENT!r}, s).score, "
-        f"g.find_submission({ASSIGNMENT!r}, s).max_score] for s in {list(STUDENTS)!r}}}))",
+        f"g.find_submission({ASSIGNMENT!r}, s).max_score] for s in {list(hub.students)!r}}}))",
         cwd=course,
     )
     assert read.returncode == 0, read.stderr
@@ -251,15 +261,78 @@ def test_an_assignment_goes_out_comes_back_and_is_graded(hub):
 
 
 def test_nobody_sees_anothers_work(hub):
-    course = Path(f"/home/{INSTRUCTOR}/ptft-course")
-    ann, bob = STUDENTS
-    for target in (course / "source", Path(f"/home/{bob}")):
+    course = home(hub.instructor) / "ptft-course"
+    ann, bob = hub.students
+    for target in (course / "source", home(bob)):
         peek = as_user(pwd.getpwnam(ann), "ls", str(target))
         assert peek.returncode != 0 and "Permission denied" in peek.stderr, target
-    assert hub.server(bob, "api/status", token_of=ann).status_code in (403, 404)  # ann's token on bob's server
-    assert hub.server(ann, "formgrader").status_code == 404  # students have no formgrader
-    formgrader = hub.server(INSTRUCTOR, "formgrader", allow_redirects=True)
-    assert formgrader.status_code == 200 and "formgrader" in formgrader.url  # the instructor's, in a tab of its own
+    assert hub.server(bob, "api/status", token_of=ann).status_code in (403, 404), hub_log(hub.prefix)  # ann's token
+    assert hub.server(ann, "formgrader").status_code == 404, hub_log(hub.prefix)  # students have no formgrader
+    formgrader = hub.server(hub.instructor, "formgrader", allow_redirects=True)
+    assert formgrader.status_code == 200 and "formgrader" in formgrader.url, hub_log(hub.prefix)  # a tab of its own
     assert files_under(hub.prefix / "data")  # the shared data is there ...
     write = as_user(pwd.getpwnam(ann), "touch", str(hub.prefix / "data" / "mine"))
     assert write.returncode != 0  # ... and read-only
+
+
+def second_class(first: Path) -> Path:
+    """A second class beside the first, as ``setup`` writes it but without accounts: a prefix, hub folder and ports
+    of its own, and links to the first class's environment, proxy and data (nothing in them is written)."""
+    prefix = Path(tempfile.mkdtemp(prefix="ptft-class2-", dir="/tmp"))
+    for shared in ("venv", "node", "data"):
+        (prefix / shared).symlink_to(first / shared)
+    port, proxy_api_port, hub_port = free_ports(3)
+    settings = {"prefix": str(prefix), "ip": "127.0.0.1", "port": port, "proxy_api_port": proxy_api_port}
+    settings |= {"hub_port": hub_port, "users": [], "admins": [], "cull_after": 3600, "course": "second"}
+    write_hub_config(prefix, settings)
+    return prefix
+
+
+def proxy_routes(prefix: Path) -> dict[str, str]:
+    """Each route of the class's proxy with its target, from the proxy's own API (with the token that the hub gave
+    it, read from the proxy's environment)."""
+    pid = int((prefix / "hub" / "proxy.pid").read_text())
+    environment = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+    api_port = json.loads((prefix / "hub" / "settings.json").read_text())["proxy_api_port"]
+    routes = requests.get(
+        f"http://127.0.0.1:{api_port}/api/routes",
+        headers={"Authorization": f"token {environment['CONFIGPROXY_AUTH_TOKEN']}"},
+        timeout=30,
+    )
+    assert routes.status_code == 200, routes.text + hub_log(prefix)
+    return {path: route["target"] for path, route in routes.json().items()}
+
+
+def restart_server(hub: Hub, user: str) -> None:
+    """Stop ``user``'s server and start it again through the hub's API, as the hub's *Stop My Server* does."""
+    assert hub.api("DELETE", f"users/{user}/server", user=user).status_code in (202, 204), hub_log(hub.prefix)
+    for _ in range(600):
+        if not hub.api("GET", f"users/{user}", user=user).json()["servers"]:  # stopped
+            break
+        time.sleep(0.1)
+    assert hub.api("POST", f"users/{user}/server", user=user).status_code in (201, 202), hub_log(hub.prefix)
+    hub.wait_until_ready(user)
+
+
+def test_a_second_class_on_the_same_machine_leaves_this_one_alone(hub):
+    ours = proxy_routes(hub.prefix)
+    other = second_class(hub.prefix)
+    try:
+        start_hub(other)
+        proxy_pid = int((other / "hub" / "proxy.pid").read_text())
+        hub_port = json.loads((other / "hub" / "settings.json").read_text())["hub_port"]
+        theirs = proxy_routes(other)
+        assert theirs == {"/": f"http://127.0.0.1:{hub_port}"}, hub_log(other)  # its own hub, none of our users
+        assert proxy_routes(hub.prefix) == ours, hub_log(hub.prefix)
+        restart_server(hub, hub.students[0])  # its route is made anew, on this class's proxy only
+        assert proxy_routes(other) == theirs, hub_log(other)
+        assert proxy_routes(hub.prefix).keys() == ours.keys(), hub_log(hub.prefix)
+        for user in (hub.instructor, *hub.students):
+            assert hub.server(user, "api/status").status_code == 200, hub_log(hub.prefix)
+    finally:
+        stopped = subprocess.run([*SERVER, "stop", "--prefix", str(other)], capture_output=True, text=True)
+        log = hub_log(other)
+        shutil.rmtree(other)
+    assert stopped.returncode == 0, stopped.stderr + log
+    assert not running(proxy_pid), log  # its proxy stopped with it
+    assert proxy_routes(hub.prefix).keys() == ours.keys(), hub_log(hub.prefix)

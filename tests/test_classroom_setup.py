@@ -1,21 +1,27 @@
 """The class server's checks before it changes the machine (``classroom/server.py``): a roster's mistakes are
 one-line errors naming the line, system accounts are refused, initial passwords are recorded as each account is
-made, and a PID file that names another process is not taken for the hub. The whole set-up, with a hub and real
-logins, is ``tests/test_classroom.py``."""
+made, a PID file that names another process is not taken for the hub, a port that another program holds stops
+``start`` before it starts anything, and a hub that fails to start leaves no proxy running. Also: the tests' own
+accounts never take the place of one that was there before. The whole set-up, with a hub and real logins, is
+``tests/test_classroom.py``."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import grp
+import json
 import os
 import pwd
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from venvs import REPO_ROOT
+import venvs
+from venvs import REPO_ROOT, remove_user, running, unix_user, unused_name
 
 sys.path.insert(0, str(REPO_ROOT))
 from classroom import server  # noqa: E402
@@ -62,9 +68,18 @@ def test_a_pid_file_naming_another_process_is_not_the_hub():
     assert not server._hub_alive(2**22 + 1)  # above the kernel's largest PID: no such process
 
 
+def recorded_accounts(prefix: Path) -> list[str]:
+    """The accounts that ``create_accounts`` made (it records each one's password as it makes it)."""
+    try:
+        with open(prefix / "passwords.csv", newline="") as f:
+            return [row["username"] for row in csv.DictReader(f)]
+    except FileNotFoundError:
+        return []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating accounts needs root")
 def test_each_initial_password_is_recorded_before_the_next_account_is_made(tmp_path):
-    new, taken = "ptft-pw-new", "ptft-pw-taken"
+    new, taken = unused_name("ptft-pw-new"), unused_name("ptft-pw-taken")
     subprocess.run(["groupadd", taken], check=True)  # useradd refuses a user whose name is an existing group
     try:
         rows = [{"username": new, "role": "student", "name": ""}, {"username": taken, "role": "student", "name": ""}]
@@ -76,6 +91,106 @@ def test_each_initial_password_is_recorded_before_the_next_account_is_made(tmp_p
         assert (tmp_path / "passwords.csv").stat().st_mode & 0o777 == 0o600
         assert pwd.getpwnam(new).pw_uid >= server.FIRST_PERSON_UID  # the account that was made
     finally:
-        subprocess.run(["userdel", "-r", new], capture_output=True)
+        for user in recorded_accounts(tmp_path):
+            remove_user(user)
         subprocess.run(["groupdel", taken], capture_output=True)
         assert taken not in {g.gr_name for g in grp.getgrall()}
+
+
+def offer_first(monkeypatch, names: list[str]):
+    """Make the tests' random names start with ``names`` (taken ones), then go on at random; returns what is left
+    of them to offer."""
+    offered = iter([name.rsplit("-", 1)[1] for name in names])
+    random_suffix = venvs.random_suffix
+    monkeypatch.setattr(venvs, "random_suffix", lambda: next(offered, None) or random_suffix())
+    return offered
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating accounts needs root")
+def test_an_account_that_was_there_before_is_left_alone(monkeypatch):
+    with unix_user("ptft-bystander") as bystander:  # someone's account, with a file and a running program
+        notes = Path(bystander.pw_dir) / "notes.txt"
+        notes.write_text("mine")
+        ids = [f"--reuid={bystander.pw_uid}", f"--regid={bystander.pw_gid}", "--init-groups"]
+        sleeper = subprocess.Popen(["setpriv", *ids, "--", "sleep", "600"])
+        only_a_home = Path("/home") / unused_name("ptft-bystander")  # a folder that useradd would take over
+        only_a_home.mkdir()
+        taken = [bystander.pw_name, only_a_home.name]
+        try:
+            offered = offer_first(monkeypatch, taken)
+            assert unused_name("ptft-bystander") not in taken and next(offered, None) is None
+            offered = offer_first(monkeypatch, taken)
+            with unix_user("ptft-bystander") as user:
+                assert user.pw_name not in taken and next(offered, None) is None
+            assert notes.read_text() == "mine" and sleeper.poll() is None
+            assert only_a_home.is_dir()
+        finally:
+            only_a_home.rmdir()
+            sleeper.kill()
+            sleeper.wait()
+
+
+def class_settings(prefix: Path, ports: list[int]) -> None:
+    """A class in ``prefix``, as ``setup`` writes it, on ``ports`` (public, proxy API, hub)."""
+    settings = {"prefix": str(prefix), "ip": "127.0.0.1", "users": [], "admins": [], "cull_after": 60, "course": "c"}
+    settings |= dict(zip(("port", "proxy_api_port", "hub_port"), ports))
+    server.write_hub_config(prefix, settings)
+
+
+def executable(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def failing_class(tmp_path) -> Path:
+    """A class on free ports whose "hub" starts a "proxy" (a stand-in that sleeps) in a session of its own, as
+    JupyterHub does, writes its PID to ``proxy.pid`` and to the log, and exits; returns the prefix."""
+    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(3)]
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    class_settings(tmp_path, ports)
+    proxy = tmp_path / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+    executable(proxy, f"#!{sys.executable}\nimport time\ntime.sleep(600)\n")
+    executable(
+        tmp_path / "venv" / "bin" / "jupyterhub",
+        f"#!{sys.executable}\nimport subprocess\n"
+        f"proxy = subprocess.Popen([{str(proxy)!r}, '--api-port', '{ports[1]}'], start_new_session=True)\n"
+        "open('proxy.pid', 'w').write(str(proxy.pid))\nprint(proxy.pid, flush=True)\nraise SystemExit(1)\n",
+    )
+    return tmp_path
+
+
+def test_a_hub_that_fails_to_start_leaves_no_proxy_running(failing_class, capsys):
+    assert server.main(["start", "--prefix", str(failing_class)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "the hub stopped at once" in error, error
+    log = (failing_class / "hub" / "hub.log").read_text()
+    assert not running(int(log.split()[0])), log  # the proxy that the hub started
+    assert not (failing_class / "hub" / "jupyterhub.pid").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "option"), [("port", "--port"), ("proxy_api_port", "--proxy-api-port"), ("hub_port", "--hub-port")]
+)
+def test_start_refuses_a_taken_port_in_one_line_and_starts_nothing(failing_class, capsys, key, option):
+    settings_file = failing_class / "hub" / "settings.json"
+    port = json.loads(settings_file.read_text())[key]
+    with socket.create_server(("127.0.0.1", port)):  # another program's server
+        assert server.main(["start", "--prefix", str(failing_class)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert f" {port} ({key} in {settings_file}) is taken" in error and f"run setup again with {option} " in error
+    assert not (failing_class / "hub" / "hub.log").exists()  # the hub never ran
+
+
+def test_the_proxy_and_hub_ports_follow_the_public_port_unless_given():
+    def ports(port, proxy_api_port=None, hub_port=None):
+        return server.class_ports(argparse.Namespace(port=port, proxy_api_port=proxy_api_port, hub_port=hub_port))
+
+    assert ports(9000) == {"port": 9000, "proxy_api_port": 9001, "hub_port": 9002}
+    assert ports(9000, 9100, 9200) == {"port": 9000, "proxy_api_port": 9100, "hub_port": 9200}
+    with pytest.raises(server.SetupError, match="the ports must differ"):
+        ports(9000, hub_port=9001)

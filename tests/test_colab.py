@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from venvs import COLAB, INSTALLED_NOTEBOOKS, OTHER_KERNELS, REPO_ROOT, other_kernels, seeded_venv, source_copy
+from second_run import COLAB_NOTEBOOKS, OTHER_KERNELS
+from venvs import COLAB, REPO_ROOT, seeded_venv, source_copy
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb"))
-RUN_HERE = ("00_setup_and_data.ipynb", "01_loss_math.ipynb", "02_building_the_autoencoder.ipynb")
 REPOSITORY = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 GITHUB_PATH = REPOSITORY.removeprefix("https://github.com/")
 INSTALL_CELL = (
@@ -113,12 +113,12 @@ def test_notebooks_install_the_helpers_and_run_as_on_colab(colab, tmp_path):
     work, home = tmp_path / "content", tmp_path / "home"
     work.mkdir()
     home.mkdir()
-    for name in RUN_HERE:
+    for name in COLAB_NOTEBOOKS:
         shutil.copy(REPO_ROOT / "notebooks" / name, work)
     shutil.copy(REPO_ROOT / "notebooks" / "sanitize.cfg", work)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PTFT_", "PYTHONPATH", "XDG_", "JUPYTER"))}
     env.update(JUPYTER_PATH=str(root / "jupyter"), PTFT_INSTALL_FROM=str(checkout), PTFT_FAST="1", HOME=str(home))
-    env.update(OTHER_KERNELS)  # these notebooks' second run, on other CPU kernels (the Makefile's test-kernels)
+    env.update(OTHER_KERNELS)  # these notebooks' second run, on other CPU kernels (tests/second_run.py)
     ran = subprocess.run(
         [
             sys.executable,
@@ -165,20 +165,3 @@ def test_binder_builds_python_3_11(tmp_path):
     assert done.returncode == 0, log[-3000:]
     assert "Building conda environment for python=3.11" in log, log[-3000:]
     assert "Python version unspecified" not in log
-
-
-def test_every_notebook_gets_a_second_run_on_other_kernels():
-    """The Makefile's test-kernels runs the notebooks that this file and test_installed.py do not, with the same
-    kernel variables."""
-    makefile = (REPO_ROOT / "Makefile").read_text()
-    choices = [
-        dict(v.split("=") for v in line.split()) for line in re.findall(r"^OTHER_KERNELS := (.*)$", makefile, re.M)
-    ]
-    assert choices == [other_kernels("flags : fpu avx2 avx512f"), other_kernels("flags : fpu avx2")]  # with, without
-    assert choices[0] != choices[1]
-    elsewhere = re.search(r"^SECOND_RUN_IN_TESTS := (.*)$", makefile, re.MULTILINE).group(1).split()
-    assert sorted(elsewhere) == sorted(name[:2] for name in (*RUN_HERE, *INSTALLED_NOTEBOOKS))
-    dry_run = subprocess.run(["make", "-n", "test-kernels"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
-    assert f"env {' '.join(f'{k}={v}' for k, v in OTHER_KERNELS.items())} " in dry_run  # this machine's choice
-    in_make = set(re.findall(r"notebooks/(\d\d)_\w+\.ipynb", dry_run))
-    assert in_make | set(elsewhere) == {p.name[:2] for p in NOTEBOOKS} and not in_make & set(elsewhere)

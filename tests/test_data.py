@@ -330,3 +330,41 @@ def test_to_inputs_range_and_shape():
     floats = torch.rand(3, 1, 28, 28)
     assert torch.equal(data.to_inputs(floats), floats.reshape(3, 784))
     assert data.to_inputs(images, "cpu").device.type == "cpu"
+
+
+@pytest.fixture
+def nowhere_but_apt(tmp_path, monkeypatch):
+    """Fashion-MNIST found nowhere (an empty data folder, no system copy, no network), as root on Debian, with a
+    stand-in ``apt-get`` first on PATH that records how it was called (and fails, changing nothing); yields the
+    record's path."""
+    if not Path("/etc/debian_version").exists():
+        pytest.skip("the apt-get route exists only on Debian")
+    record, bin_dir = tmp_path / "apt-get-calls", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "$@" >> {record}\necho "E: not really apt" >&2\nexit 1\n')
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("PTFT_DATA", str(tmp_path / "data"))
+    for key, value in NO_NETWORK.items():
+        monkeypatch.setenv(key, value)
+    info = data.DATASETS["fashion-mnist"]
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist", dataclasses.replace(info, system_dir=tmp_path / "no-copy"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # as root, where the old load() ran apt-get
+    return record
+
+
+def test_load_never_runs_apt_get(nowhere_but_apt):
+    with pytest.raises(FileNotFoundError) as info:
+        data.load("fashion-mnist", "train")
+    assert not nowhere_but_apt.exists(), f"load() ran apt-get {nowhere_but_apt.read_text()}"
+    assert "apt-get install dataset-fashion-mnist" in str(info.value)  # the fix is named, not run
+
+
+def test_only_the_data_command_runs_apt_get_and_says_so(nowhere_but_apt, capsys):
+    from ptft_helpers import cli
+
+    assert cli.main(["data"]) == 2
+    assert nowhere_but_apt.read_text().split("\n")[-2] == "install -y -q dataset-fashion-mnist"
+    err = capsys.readouterr().err
+    assert "Installing Debian's package dataset-fashion-mnist with apt-get" in err
+    assert "apt-get install dataset-fashion-mnist: E: not really apt" in err

@@ -4,7 +4,7 @@ checkpoints and results go to per-user places, and each command says which.
 
 The environment is a fresh venv from ``/usr/bin/python3`` with the package's dependencies and a notebook runner
 (``venvs.seeded_venv``); ``ptft_helpers`` is installed into it by pip from a copy of the clone. Notebooks 05 and 06
-run in fast mode under nbval, on other CPU kernels (``venvs.OTHER_KERNELS``: their second run, see the Makefile).
+run in fast mode under nbval, on other CPU kernels (their second run: ``second_run.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from second_run import INSTALLED_NOTEBOOKS, OTHER_KERNELS
 from venvs import (
-    INSTALLED_NOTEBOOKS,
-    OTHER_KERNELS,
     REPO_ROOT,
     as_user,
     files_under,

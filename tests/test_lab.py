@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from server_logs import server_log
+
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the clone the tests run in
 
 
@@ -71,7 +73,8 @@ def make_lab(tmp_path_factory):
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        yield base, token, proc, log
+        with server_log("make lab", log):
+            yield base, token, proc, log
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):  # the group we started: make, JupyterLab
             try:

@@ -115,9 +115,15 @@ def test_ptft_checkpoints_comes_first(data_env, home, tmp_path, monkeypatch):
     assert not (mine / NAME).exists()
 
 
-def test_xdg_cache_home_is_the_per_user_cache(home, tmp_path, monkeypatch):
+def test_a_checkpoint_in_the_xdg_cache_home_is_found(data_env, home, tmp_path, monkeypatch):
+    trained = load_or_pretrain(progress=False, **TINY)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert settings.user_cache_dir() == tmp_path / "xdg" / "ptft"
+    cached = tmp_path / "xdg" / "ptft" / "checkpoints" / NAME
+    cached.parent.mkdir(parents=True)
+    shutil.move(trained.path, cached)
+    found = load_or_pretrain(progress=False, **TINY)
+    assert found.path == cached and same_weights(found.model, trained.model)  # found there, not trained again
+    assert not trained.path.exists() and not (home / ".cache").exists()
 
 
 @pytest.mark.parametrize("value", ["maybe", "2", "enabled"])

@@ -1,5 +1,6 @@
 """Fresh virtual environments for the tests that run the series as an installed package (Colab, a read-only
-environment, other users), and Unix users to run it as.
+environment, other users), and Unix users to run it as: new accounts with names nobody chose (``unused_name``),
+removed afterwards; a test never removes an account that it did not make.
 
 ``seeded_venv(path, ["torch", ...])`` makes a venv with ``/usr/bin/python3`` (which every user can run; the test
 run's own Python may live under ``/root``, mode 0700) and gives it exactly the named distributions and what they
@@ -13,10 +14,12 @@ clone (``source_copy``), never in editable mode.
 from __future__ import annotations
 
 import contextlib
+import grp
 import importlib.metadata as metadata
 import os
 import pwd
 import re
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -29,21 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 # What Colab ships and the notebooks import, with the kernel that runs them.
 COLAB = ("torch", "torchvision", "matplotlib", "ipywidgets", "ipykernel", "numpy", "tqdm")
-
-
-def other_kernels(cpuinfo: str) -> dict[str, str]:
-    """The CPU kernels of the notebooks' second run (the Makefile's OTHER_KERNELS, checked in tests/test_colab.py):
-    on a CPU with AVX-512, an AVX2 CPU's; on one without, PyTorch's plain C++ kernels and MKL and oneDNN held to AVX
-    (no fused multiply-add)."""
-    if re.search(r"\bavx512f\b", cpuinfo):
-        return {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
-    return {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX", "DNNL_MAX_CPU_ISA": "AVX"}
-
-
-# The notebooks run by the tests that use these venvs get their second run on this machine's other kernels.
-OTHER_KERNELS = other_kernels(Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else "")
-# The notebooks that tests/test_installed.py runs as an installed package (their second run; see the Makefile).
-INSTALLED_NOTEBOOKS = ("05_what_pretraining_bought.ipynb", "06_contrastive_pretraining.ipynb")
 
 
 def _canonical(name: str) -> str:
@@ -150,20 +138,58 @@ def files_under(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
 
 
+def random_suffix() -> str:
+    """Eight random hex digits: what makes a test's account name one that nobody has chosen."""
+    return secrets.token_hex(4)
+
+
+def unused_name(stem: str) -> str:
+    """``stem-<random hex>`` that is no user's, no group's and no folder's in /home or /var/mail here: ``useradd``
+    makes all three, and ``userdel -r`` removes them, so a test removes only what it made."""
+    while True:
+        name = f"{stem}-{random_suffix()}"
+        taken = _user_exists(name) or name in {g.gr_name for g in grp.getgrall()}
+        if not taken and not (Path("/home") / name).exists() and not (Path("/var/mail") / name).exists():
+            return name
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def remove_user(name: str) -> None:
+    """Remove an account that this test run made: its processes, the account, its group, home and mail."""
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    subprocess.run(["userdel", "-r", name], capture_output=True)
+
+
 @contextlib.contextmanager
-def unix_user(name: str) -> Iterator[pwd.struct_passwd]:
-    """A real Unix user for the duration (created with ``useradd``, home mode 0700; removed afterwards)."""
+def unix_user(stem: str) -> Iterator[pwd.struct_passwd]:
+    """A new Unix user for the duration, named ``stem-<random hex>`` (``unused_name``; created with ``useradd``,
+    home mode 0700; removed afterwards, with its processes)."""
     if os.geteuid() != 0:
         raise RuntimeError("creating users needs root")
-    subprocess.run(["userdel", "-r", name], capture_output=True)  # a leftover from an interrupted run
+    name = unused_name(stem)
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True, capture_output=True)
     try:
         user = pwd.getpwnam(name)
         Path(user.pw_dir).chmod(0o700)
         yield user
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
-        subprocess.run(["userdel", "-r", name], capture_output=True)
+        remove_user(name)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process, not a zombie that its new parent has not reaped (yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def as_user(user: pwd.struct_passwd, *command: str, env: dict | None = None, cwd: Path | None = None, timeout=600):
