@@ -1,9 +1,10 @@
-"""The checkpoint file format: saving and loading pretrained autoencoders safely.
+"""The checkpoint file format: saving and loading pretrained encoders (autoencoders, SimCLR) safely.
 
-A checkpoint holds the model's configuration, its weights and metadata (dataset, epochs,
-final loss, library versions). It is written atomically (a temporary file, then a rename,
-so a crash never leaves half a file) and loaded with ``torch.load(weights_only=True)``,
-which refuses to run code hidden in a file.
+A checkpoint holds the model's configuration, its weights and metadata: at least ``REQUIRED_METADATA`` (what it was
+trained on, and how), plus the library versions. It is written atomically (a temporary file, then a rename, so a
+crash never leaves half a file) and loaded with ``torch.load(weights_only=True)``, which refuses to run code hidden
+in a file. ``save_checkpoint`` refuses metadata that lacks a required key, and ``load_pretrained`` (the command
+line's loader) refuses a checkpoint that lacks one, as older versions wrote some.
 
 Which checkpoint to load or train, and where it lives, is ``pretrained.py``'s job.
 """
@@ -19,9 +20,29 @@ import torchvision
 from torch import nn
 
 from . import __version__
+from .contrastive import simclr_from_config
 from .models import Autoencoder, autoencoder_from_config
 
 FORMAT = "ptft-checkpoint/1"
+# What every encoder's checkpoint says about its training (``pretrained.load_or_pretrain`` writes them all): the
+# dataset and recipe to find it again and to evaluate it, its final loss, history and number of processes.
+REQUIRED_METADATA = (
+    "dataset",
+    "pretext",
+    "seed",
+    "epochs",
+    "train_size",
+    "lr",
+    "batch_size",
+    "final_train_loss",
+    "world_size",
+    "history",
+)
+
+
+def missing_metadata(metadata: dict) -> list[str]:
+    """The keys of ``REQUIRED_METADATA`` that ``metadata`` lacks, in that order."""
+    return [key for key in REQUIRED_METADATA if key not in metadata]
 
 
 def _cannot_save(path: Path, err: OSError) -> PermissionError:
@@ -32,8 +53,16 @@ def _cannot_save(path: Path, err: OSError) -> PermissionError:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, **metadata) -> Path:
-    """Write ``model`` (with its ``config``) and ``metadata`` to ``path`` atomically."""
+    """Write ``model`` (with its ``config``) and ``metadata`` to ``path`` atomically.
+
+    ``metadata`` must hold every key of ``REQUIRED_METADATA`` (a ``ValueError`` names those it lacks).
+    """
     path = Path(path)
+    if missing := missing_metadata(metadata):
+        raise ValueError(
+            f"Cannot save the checkpoint {path}: its metadata lacks {', '.join(missing)}. Pass them all "
+            f"({', '.join(REQUIRED_METADATA)}), as pretrained.load_or_pretrain does."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -110,8 +139,28 @@ def load_weights(model: nn.Module, payload: dict, source: str = "the checkpoint"
     return model
 
 
+def model_from_config(config: dict) -> nn.Module:
+    """An untrained model for a checkpoint's ``config``: SimCLR (arch "smallconv") or an autoencoder."""
+    if config.get("arch") == "smallconv":
+        return simclr_from_config(config)
+    return autoencoder_from_config(config)
+
+
 def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Autoencoder, dict]:
     """Rebuild the autoencoder stored at ``path``; return it with the checkpoint's metadata."""
     payload = load_checkpoint(path, map_location)
     model = load_weights(autoencoder_from_config(payload["config"]), payload, str(path))
+    return model, payload["metadata"]
+
+
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the encoder's model stored at ``path`` (an autoencoder, or SimCLR); return it with the checkpoint's
+    metadata. A ``ValueError`` names the ``REQUIRED_METADATA`` that a checkpoint of an older version lacks."""
+    payload = load_checkpoint(path, map_location)
+    if missing := missing_metadata(payload["metadata"]):
+        raise ValueError(
+            f"The checkpoint {path} lacks the metadata {', '.join(missing)}: it was written by an older ptft. "
+            "Delete it and pretrain again (python -m ptft_helpers pretrain, or the notebook that made it)."
+        )
+    model = load_weights(model_from_config(payload["config"]), payload, str(path))
     return model, payload["metadata"]

@@ -5,7 +5,9 @@ loads (``--kernel python3``: inside that Jupyter kernel, as nbgrader's autograde
 
 Bad arguments exit with code 2 and a one-line message; nothing is overwritten by a failed run.
 A dataset that cannot be found also exits with 2, listing where it looked and how to fix it.
-``pretrain`` prints where it saved (or found) the checkpoint; ``evaluate`` and ``finetune`` take that path as is.
+``pretrain`` prints where it saved (or found) the checkpoint; ``evaluate`` and ``finetune`` take that path as is, for
+every kind of encoder (each autoencoder pretext, SimCLR, notebook 09's subset encoders, one trained under torchrun).
+A checkpoint of an older version without the metadata they need is a one-line error (exit code 2) that names it.
 ``pretrain --all`` pretrains every encoder the notebooks load. Started by ``torchrun --nproc_per_node=N -m
 ptft_helpers pretrain ...``, it trains on N processes (``distributed``): rank 0 prints and writes the checkpoint.
 """
@@ -20,13 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from .checkpoints import load_autoencoder
-from .contrastive import contrastive_settings
+from .checkpoints import load_pretrained
+from .contrastive import SimCLR, contrastive_settings, evaluate_contrastive
 from .data import DATASETS, balanced_subset, check, dataset_info, load, prepare
 from .distributed import RankError, World
 from .envcheck import check_environment, print_report
 from .models import Classifier
 from .pretrained import load_or_pretrain, pretrain_settings, series_encoders
+from .seeding import seeded
 from .settings import data_folder, progress_enabled
 from .training import PRETEXTS, check_learning_rate, evaluate, finetune
 from .validation import positive_int
@@ -88,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m ptft_helpers", description="ptft: pre-training and fine-tuning helpers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("data", help="prepare a dataset in the data folder and say where it came from")
+    p = sub.add_parser(
+        "data",
+        help="prepare a dataset in the data folder and say where it came from (the last resort, as root on Debian: "
+        "apt-get install dataset-fashion-mnist, which it says before it runs it)",
+    )
     p.add_argument("--dataset", type=_dataset, default="fashion-mnist", help="fashion-mnist or mnist")
     p.add_argument("--check", action="store_true", help="only check that it loads, fetching nothing")
     p.add_argument(
@@ -168,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         "folder's checkpoints/ when writable, else in ~/.cache/ptft/checkpoints/; a fast/ subfolder in fast mode)",
     )
 
-    p = sub.add_parser("finetune", help="fine-tune a pretrained encoder on a few labels and report test accuracy")
+    p = sub.add_parser(
+        "finetune", help="fine-tune a pretrained encoder (autoencoder or SimCLR) on a few labels; report test accuracy"
+    )
     p.add_argument("checkpoint", type=_checkpoint, help="a checkpoint path, as `pretrain` prints it")
     p.add_argument("--labels", type=_positive_int, default=100, help="number of labelled examples (a multiple of 10)")
     p.add_argument(
@@ -181,7 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_learning_rate, default=1e-3, help="Adam's learning rate")
     p.add_argument("--seed", type=int, default=0, help="random seed (which labels, initial head, batch order)")
 
-    p = sub.add_parser("evaluate", help="report a checkpoint's reconstruction error on the test set")
+    p = sub.add_parser(
+        "evaluate",
+        help="report a checkpoint's loss on the test set (reconstruction error, or SimCLR's NT-Xent)",
+        description="Print, as JSON, the dataset, the pretext, the code size and the loss on the test set: for an "
+        "autoencoder, whatever its pretext, the error of reconstructing the clean test images (mse, per pixel); for "
+        "SimCLR, which reconstructs nothing, the NT-Xent loss (nt_xent) of two augmented views of each test image, in "
+        "batches of its training batch size whose other images are the negatives, and chance, the loss of codes no "
+        "better than a guess, log(2 x batch - 1). Lower is better. To score the code on labels, use finetune.",
+    )
     p.add_argument("checkpoint", type=_checkpoint, help="a checkpoint path, as `pretrain` prints it")
     return parser
 
@@ -213,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.check:
             print(_check_in_kernel(args.kernel, args.dataset) if args.kernel else check(args.dataset))
             return 0
-        source = prepare(args.dataset)
+        source = prepare(args.dataset, allow_apt=True)  # the one place that may install the Debian package
         print(data_folder().describe("data"))
         print(f"{args.dataset}: {source}")
         return 0
@@ -221,14 +238,33 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if print_report(check_environment()) else 1
     if args.command == "pretrain":
         return _pretrain(args)
-    model, meta = load_autoencoder(args.checkpoint)
-    test = load(meta["dataset"], "test")
     if args.command == "evaluate":
-        print(json.dumps({"dataset": meta["dataset"], **evaluate(model, test.images)}))
-        return 0
-    train = load(meta["dataset"], "train")
+        return _evaluate(args.checkpoint)
+    return _finetune(args)
+
+
+def _evaluate(checkpoint: Path) -> int:
+    """Print the model's loss on the test set, as JSON (``evaluate --help`` says which loss)."""
+    model, meta = load_pretrained(checkpoint)
+    test = load(meta["dataset"], "test")
+    if isinstance(model, SimCLR):
+        recipe = {"batch_size": meta["batch_size"], "temperature": meta["temperature"]}
+        scores = evaluate_contrastive(model, test.images, **recipe)
+    else:
+        scores = evaluate(model, test.images)
+    about = {"dataset": meta["dataset"], "pretext": meta["pretext"], "code_size": model.encoder.latent_dim}
+    print(json.dumps({**about, **scores}))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    """Train a linear head on the encoder (and the encoder too, unless probing) with a few labels; print the test
+    scores as JSON."""
+    model, meta = load_pretrained(args.checkpoint)
+    train, test = load(meta["dataset"], "train"), load(meta["dataset"], "test")
     idx = balanced_subset(train.labels, args.labels, seed=args.seed)
-    classifier = Classifier(model.encoder)
+    with seeded(args.seed):
+        classifier = Classifier(model.encoder)
     if args.mode == "probe":
         classifier.freeze_encoder()
     finetune(classifier, train.images[idx], train.labels[idx], epochs=args.epochs, lr=args.lr, seed=args.seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -271,6 +272,36 @@ def embed(
     ]
     encoder.train(was_training)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_contrastive(
+    model: SimCLR,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    temperature: float = 0.2,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """SimCLR's pretext score on ``images`` (N x 28 x 28), in eval mode: the mean NT-Xent loss of two augmented views
+    of each image (drawn with ``seed``), in batches of ``batch_size`` whose other images are the negatives, as in
+    training; the images that do not fill a last batch are left out. Returns ``nt_xent`` and ``chance``, the loss of
+    codes that tell the images apart no better than a guess, log(2 x batch - 1); a perfect encoder scores 0."""
+    size = min(positive_int(batch_size, "batch_size"), len(images))
+    if size < 2:
+        raise ValueError("The contrastive loss needs at least 2 images (the others are the negatives).")
+    device = pick_device(device)
+    was_training = model.training
+    model.to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for start in range(0, len(images) - size + 1, size):
+        x = to_inputs(images[start : start + size], device)
+        z = model(torch.cat([augment(x, generator), augment(x, generator)])).float()
+        losses.append(float(nt_xent(z[:size], z[size:], temperature)))
+    model.train(was_training)
+    return {"nt_xent": statistics.fmean(losses), "chance": math.log(2 * size - 1)}
 
 
 def train_augmented(

@@ -27,63 +27,30 @@ import copy
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoints import load_autoencoder, save_checkpoint
 from .data import ImageData, balanced_subset, to_inputs
 from .models import Autoencoder, Classifier, build_autoencoder
 from .pca import principal_subspace
+from .pretrained import load_or_pretrain
 from .probes import WEIGHT_DECAYS, select_and_score, standardizer
+from .protocol import Protocol
+from .protocol import protocol as protocol  # the notebooks call experiments.protocol()
 from .seeding import seeded
-from .settings import checkpoint_dirs, pick, progress_enabled, writable_checkpoint_dir
+from .settings import progress_enabled
 from .stats import Interval, holm, t_interval
 from .sweep import Job, score_on_test, train_stack
-from .training import corrupt, pretrain
+from .training import PRETEXTS as PRETEXTS  # the notebooks read experiments.PRETEXTS
+from .training import corrupt
 from .validation import positive_int
 
-PRETEXTS = ("plain", "denoising", "masked", "masked-rescaled")
 WHOLE_LRS = (3e-4, 1e-3, 3e-3)  # networks (scratch, fine-tune, and 06's conv nets): Adam learning rates tried
 NETWORKS = ("scratch", "fine-tune")
 LINEAR_HEADS = ("probe code", "probe hidden", "pixels", "PCA32")
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """Everything that fixes the sweep's budget (see ``protocol()`` for the values used)."""
-
-    label_counts: tuple[int, ...]
-    seeds_small: int  # label-subset seeds at n <= 100
-    seeds_large: int  # ... and above
-    pretrain_runs: int  # independent pretraining runs per pretext
-    steps: int  # Adam steps per run (every method, every n)
-    batch_size: int  # min(batch_size, training examples)
-    check_every: int  # validation check interval, in steps
-    val_fraction: float  # share of the n labels used for validation (at least one per class)
-
-    def seeds(self, n: int) -> list[int]:
-        return list(range(self.seeds_small if n <= 100 else self.seeds_large))
-
-    def val_size(self, n: int) -> int:
-        return max(10, round(n * self.val_fraction / 10) * 10)
-
-
-def protocol() -> Protocol:
-    """The full-run protocol (a smaller one in fast mode, same code path)."""
-    return Protocol(
-        label_counts=pick((20, 50, 100, 500, 1000), (20, 100)),
-        seeds_small=pick(12, 2),
-        seeds_large=pick(6, 2),
-        pretrain_runs=pick(3, 2),
-        steps=pick(150, 20),
-        batch_size=128,
-        check_every=10,
-        val_fraction=0.2,
-    )
 
 
 def split_labelled(labels: torch.Tensor, n: int, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,37 +88,21 @@ def pretext_error(model: Autoencoder, images: torch.Tensor, pretext: str, seed: 
 
 
 def load_or_pretrain_on_subset(
-    train: ImageData, *, size: int, pretext: str, seed: int, steps: int, batch_size: int = 128
+    dataset: str = "fashion-mnist", *, size: int, pretext: str, seed: int, steps: int, batch_size: int = 128
 ) -> Autoencoder:
     """An autoencoder pretrained on the first ``size`` training images for about ``steps`` Adam steps
-    (whole epochs), loaded from its checkpoint when one exists.
+    (whole epochs): ``pretrained.load_or_pretrain``'s, found or trained and saved as it says.
 
     Fewer images get more epochs, so every size gets the same number of updates: only the amount of
-    unlabelled data changes. (No per-epoch test score, unlike ``load_or_pretrain``: at 1,000 images
-    that would mean over a thousand test passes.)
+    unlabelled data changes. No test pass after each epoch (at 1,000 images that would be over a thousand):
+    the checkpoint's history has no test loss, and its name ends in ``-subset``.
     """
     positive_int(size, "size")
     positive_int(steps, "steps")
     epochs = max(1, round(steps / -(-size // batch_size)))
-    name = f"fashion-mnist-mlp-256-32-{pretext}-e{epochs}-n{size}-s{seed}-subset.pt"
-    for folder in checkpoint_dirs():
-        if (folder / name).is_file():
-            return load_autoencoder(folder / name)[0]
-    with seeded(seed):
-        model = build_autoencoder()
-    history = pretrain(
-        model, train.images[:size], epochs=epochs, pretext=pretext, seed=seed, batch_size=batch_size, progress=False
-    )
-    save_checkpoint(
-        model,
-        writable_checkpoint_dir() / name,
-        pretext=pretext,
-        seed=seed,
-        train_size=size,
-        epochs=epochs,
-        seconds=sum(history["seconds"]),
-    )
-    return model.cpu()
+    recipe = {"epochs": epochs, "train_size": size, "batch_size": batch_size}
+    found = load_or_pretrain(dataset, pretext=pretext, seed=seed, progress=False, test_every_epoch=False, **recipe)
+    return found.model
 
 
 def _classifier(encoder: nn.Module, seed: int) -> Classifier:

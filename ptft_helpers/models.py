@@ -130,15 +130,22 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
 
-    def freeze_encoder(self) -> Classifier:
-        """Stop training the encoder (a linear probe): only the head learns."""
-        self.encoder.requires_grad_(False)
+    def train(self, mode: bool = True) -> Classifier:
+        """Training (or eval) mode; a frozen encoder stays in eval mode, so its batch norm keeps its statistics."""
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
         return self
+
+    def freeze_encoder(self) -> Classifier:
+        """Stop training the encoder (a linear probe): only the head learns, and the encoder stays in eval mode."""
+        self.encoder.requires_grad_(False)
+        return self.train(self.training)
 
     def unfreeze_encoder(self) -> Classifier:
         """Train the encoder and the head together (full fine-tuning)."""
         self.encoder.requires_grad_(True)
-        return self
+        return self.train(self.training)
 
     @property
     def encoder_frozen(self) -> bool:

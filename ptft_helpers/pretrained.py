@@ -1,7 +1,10 @@
 """The shared pretrained encoders: train one once, then load it everywhere (notebooks 03-05, the CLI).
 
-``load_or_pretrain`` returns ``Pretrained(model, metadata, path)``: the autoencoder, its checkpoint's
-metadata (with the training history) and the checkpoint file it loaded or saved.
+``load_or_pretrain`` returns ``Pretrained(model, metadata, path)``: the autoencoder (or SimCLR model), its
+checkpoint's metadata (with the training history) and the checkpoint file it loaded or saved. It is the one writer of
+encoder checkpoints (notebook 09's subset encoders, ``experiments.load_or_pretrain_on_subset``, come through it too),
+so every checkpoint holds the same metadata (``checkpoints.REQUIRED_METADATA``) and loads everywhere: in the
+notebooks, and in ``python -m ptft_helpers evaluate`` and ``finetune``.
 
 Where checkpoints are looked for, in order (``settings.checkpoint_dirs``; ``fast/`` subfolders in fast mode):
 
@@ -29,15 +32,15 @@ from typing import NamedTuple
 
 import torch
 
-from .checkpoints import load_checkpoint, load_weights, save_checkpoint
+from .checkpoints import load_checkpoint, load_weights, model_from_config, save_checkpoint
 from .contrastive import build_simclr, contrastive_settings, pretrain_contrastive
 from .data import dataset_info, load
 from .distributed import RankError, World
-from .experiments import PRETEXTS, protocol
 from .models import Autoencoder, build_autoencoder
+from .protocol import protocol
 from .seeding import seeded
 from .settings import checkpoint_dirs, is_writable, pick, user_cache_dir, writable_checkpoint_dir
-from .training import pretrain
+from .training import PRETEXTS, pretrain
 from .validation import whole_number
 
 try:
@@ -92,11 +95,22 @@ def _build(arch: str, latent_dim: int, hidden_dim: int | None, pretext: str) -> 
 
 
 def checkpoint_name(
-    dataset: str, arch: str, hidden_dim: int, latent_dim: int, pretext: str, epochs: int, train_size: int, seed: int
+    dataset: str,
+    arch: str,
+    hidden_dim: int,
+    latent_dim: int,
+    pretext: str,
+    epochs: int,
+    train_size: int,
+    seed: int,
+    *,
+    test_every_epoch: bool = True,
 ) -> str:
-    """The file name that ``load_or_pretrain`` gives the checkpoint for these settings."""
+    """The file name that ``load_or_pretrain`` gives the checkpoint for these settings (ending in ``-subset`` when
+    it was trained without a test pass after each epoch, as notebook 09's encoders on subsets of the images are)."""
     name = dataset_info(dataset).name
-    return f"{name}-{arch}-{hidden_dim}-{latent_dim}-{pretext}-e{epochs}-n{train_size}-s{seed}.pt"
+    suffix = "" if test_every_epoch else "-subset"
+    return f"{name}-{arch}-{hidden_dim}-{latent_dim}-{pretext}-e{epochs}-n{train_size}-s{seed}{suffix}.pt"
 
 
 def default_checkpoint_path(
@@ -148,12 +162,17 @@ def _load_matching(path: Path, wanted: dict, config: dict) -> Pretrained | None:
     if payload["config"] != config or any(meta.get(k) != v for k, v in wanted.items()):
         return None
     with seeded(0):  # its weights are overwritten; only the caller's random state must stay as it was
-        if config["arch"] == "smallconv":
-            model = _build("smallconv", config["projection_dim"], config["channels"], "simclr")
-        else:
-            model = build_autoencoder(config["arch"], config["latent_dim"], config["hidden_dim"])
+        model = model_from_config(config)
     load_weights(model, payload, str(path))
     return Pretrained(model, meta, path)
+
+
+def _recipe(pretext: str, recipe: dict) -> dict:
+    """``pretrain_settings()`` (``contrastive_settings()`` for SimCLR) with ``recipe``'s overrides."""
+    defaults = contrastive_settings() if pretext == "simclr" else pretrain_settings()
+    if unknown := set(recipe) - set(defaults):
+        raise ValueError(f"Unknown pretraining setting(s) {sorted(unknown)}; use {sorted(defaults)}.")
+    return {**defaults, **recipe}
 
 
 def load_or_pretrain(
@@ -169,9 +188,10 @@ def load_or_pretrain(
     progress: bool | None = None,
     retrain: bool = False,
     world: World | None = None,
+    test_every_epoch: bool = True,
     **recipe,
 ) -> Pretrained:
-    """Return a pretrained autoencoder: loaded if a matching checkpoint exists, else trained and saved.
+    """Return a pretrained encoder's model: loaded if a matching checkpoint exists, else trained and saved.
 
     ``path`` pins the checkpoint file; by default it is looked for, and saved, as the module docstring says.
     ``retrain=True`` trains (and saves) even when a matching checkpoint exists.
@@ -181,67 +201,84 @@ def load_or_pretrain(
     work whether it was loaded or trained. Safe with a read-only data folder and with several processes.
     ``world`` (``distributed.World``, under torchrun): every rank trains its shard of each batch; only rank 0 takes
     the lock and writes the checkpoint, the others wait for it and load it.
+    ``test_every_epoch=False`` (an autoencoder trained for many epochs on few images, as notebook 09's through
+    ``experiments.load_or_pretrain_on_subset``) skips the test pass after each epoch: no test loss in the history.
+    Every checkpoint gets the same metadata (``checkpoints.REQUIRED_METADATA``), whichever way it was trained.
     """
-    defaults = contrastive_settings() if pretext == "simclr" else pretrain_settings()
-    settings = {**defaults, **recipe}
-    unknown = set(settings) - set(defaults)
-    if unknown:
-        raise ValueError(f"Unknown pretraining setting(s) {sorted(unknown)}; use {sorted(defaults)}.")
+    settings = _recipe(pretext, recipe)
     dataset = dataset_info(dataset).name
     with seeded(seed):  # checks the sizes before anything is loaded; the caller's random state stays as it was
         config = _build(arch, latent_dim, hidden_dim, pretext).config
     hidden_dim = config.get("hidden_dim", config.get("channels"))  # the architecture's default when not given
     wanted = {"dataset": dataset, "pretext": pretext, "seed": seed, **settings}
+    epochs, size = settings["epochs"], settings["train_size"]
     name = checkpoint_name(
-        dataset, arch, hidden_dim, latent_dim, pretext, settings["epochs"], settings["train_size"], seed
+        dataset, arch, hidden_dim, latent_dim, pretext, epochs, size, seed, test_every_epoch=test_every_epoch
     )
-    if path is not None:
-        candidates = [Path(path)]
-    else:
-        candidates = [folder / name for folder in checkpoint_dirs()]
-    leader = world is None or world.rank == 0  # under torchrun only rank 0 looks, takes the lock and writes
+    candidates = [Path(path)] if path is not None else [folder / name for folder in checkpoint_dirs()]
+    if not retrain and (found := _find(candidates, wanted, config, world)):
+        return found
+    target = candidates[0] if path is not None else writable_checkpoint_dir() / name
+    training = {"device": device, "progress": progress, "test_every_epoch": test_every_epoch}
+    return _train_and_save(target, wanted, config, world, retrain, **training)
+
+
+def _find(candidates: list[Path], wanted: dict, config: dict, world: World | None) -> Pretrained | None:
+    """The first of ``candidates`` that holds a matching checkpoint, or None. Under torchrun rank 0 looks, and every
+    rank loads what it found (so that all take the same branch, even while another process is saving one)."""
     found, index = None, -1  # the first candidate that holds a matching checkpoint, and its place in the list
-    if leader and not retrain:
+    if world is None or world.rank == 0:
         found, index = next(
             ((f, i) for i, c in enumerate(candidates) if (f := _load_matching(c, wanted, config))), (None, -1)
         )
-    if world is not None:  # every rank takes rank 0's branch, even while another process is saving a checkpoint
+    if world is not None:
         index = world.from_leader(index)
         found = found or (_leaders_checkpoint(candidates[index], wanted, config, world) if index >= 0 else None)
-    if found:
-        return found
-    target = candidates[0] if path is not None else writable_checkpoint_dir() / name
-    train, test = load(dataset, "train"), load(dataset, "test")
-    whole_number(settings["train_size"], "train_size", 1, len(train))
+    return found
+
+
+def _train_and_save(
+    target: Path, wanted: dict, config: dict, world: World | None, retrain: bool, **training
+) -> Pretrained:
+    """Train the model ``config`` as ``wanted`` says and save it at ``target`` (rank 0 only, under the file lock),
+    unless another process saved a matching one there meanwhile."""
+    leader = world is None or world.rank == 0  # under torchrun only rank 0 takes the lock and writes
+    train = load(wanted["dataset"], "train")
+    whole_number(wanted["train_size"], "train_size", 1, len(train))
     with _exclusive(target) if leader else contextlib.nullcontext():
         found = leader and not retrain and _load_matching(target, wanted, config)  # another process just saved it
         if world is not None and world.from_leader(int(bool(found))):
             found = found or _leaders_checkpoint(target, wanted, config, world)
         if found:
             return found
-        with seeded(seed):
-            model = _build(arch, latent_dim, hidden_dim, pretext)
-        images = train.images[: settings["train_size"]]
-        common = {"seed": seed, "device": device, "progress": progress, "world": world}
-        if pretext == "simclr":
-            history = pretrain_contrastive(
-                model, images, **common, **{k: v for k, v in settings.items() if k != "train_size"}
-            )
-            summary = {"final_train_loss": history["train_loss"][-1]}
-        else:
-            keys = ("epochs", "lr", "batch_size")
-            history = pretrain(
-                model, images, **{k: settings[k] for k in keys}, pretext=pretext, test_images=test.images, **common
-            )
-            summary = {"final_train_loss": history["train_loss"][-1], "final_test_loss": history["test_loss"][-1]}
-        history.pop("step_loss")
+        model, results = _train(config, wanted, train.images[: wanted["train_size"]], world=world, **training)
         if leader:
-            save_checkpoint(model, target, **wanted, **summary, world_size=world.size if world else 1, history=history)
+            save_checkpoint(model, target, **wanted, **results)
     if world is not None:
         world.barrier()  # the others wait for rank 0's checkpoint, then load it
         if not target.is_file():
             raise _not_shared(target, world)
     return Pretrained(model.cpu(), load_checkpoint(target)["metadata"], target)  # read back: the file loads
+
+
+def _train(
+    config: dict, wanted: dict, images: torch.Tensor, *, test_every_epoch: bool, world: World | None, **common
+) -> tuple[torch.nn.Module, dict]:
+    """A new model ``config`` trained on ``images`` with ``wanted``'s pretext, seed and recipe; return it with what
+    its training adds to the metadata: the final losses, the history (without each step's loss), the processes."""
+    pretext, seed = wanted["pretext"], wanted["seed"]
+    with seeded(seed):
+        model = model_from_config(config)
+    common = {"seed": seed, "world": world, **common}
+    recipe = {k: wanted[k] for k in ("epochs", "lr", "batch_size")}
+    if pretext == "simclr":
+        history = pretrain_contrastive(model, images, **recipe, temperature=wanted["temperature"], **common)
+    else:
+        test_images = load(wanted["dataset"], "test").images if test_every_epoch else None
+        history = pretrain(model, images, **recipe, pretext=pretext, test_images=test_images, **common)
+    history.pop("step_loss")
+    final = {f"final_{key}": history[key][-1] for key in ("train_loss", "test_loss") if key in history}
+    return model, {**final, "world_size": world.size if world else 1, "history": history}
 
 
 def _leaders_checkpoint(path: Path, wanted: dict, config: dict, world: World) -> Pretrained:

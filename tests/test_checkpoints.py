@@ -1,4 +1,4 @@
-"""The checkpoint file format: round trips, damaged files, atomic writes."""
+"""The checkpoint file format: round trips, damaged files, atomic writes, the metadata every checkpoint holds."""
 
 import fractions
 import os
@@ -12,8 +12,29 @@ from torch import nn
 
 import ptft_helpers
 from ptft_helpers import checkpoints
-from ptft_helpers.checkpoints import load_autoencoder, load_checkpoint, load_weights, save_checkpoint
+from ptft_helpers.checkpoints import (
+    load_autoencoder,
+    load_checkpoint,
+    load_pretrained,
+    load_weights,
+    save_checkpoint,
+)
+from ptft_helpers.contrastive import SimCLR, build_simclr
 from ptft_helpers.models import build_autoencoder
+
+# What pretrained.load_or_pretrain records (a made-up run).
+META = {
+    "dataset": "fashion-mnist",
+    "pretext": "plain",
+    "seed": 0,
+    "epochs": 3,
+    "train_size": 500,
+    "lr": 1e-3,
+    "batch_size": 128,
+    "final_train_loss": 0.05,
+    "world_size": 1,
+    "history": {"epoch": [1, 2, 3], "train_loss": [0.1, 0.07, 0.05]},
+}
 
 
 def trained_looking(arch="mlp", seed=0, **kwargs):
@@ -38,7 +59,7 @@ def leftovers(folder, keep):
 @pytest.mark.parametrize("arch,kwargs", [("mlp", {}), ("mlp", {"latent_dim": 8, "hidden_dim": 64}), ("conv", {})])
 def test_round_trip(tmp_path, arch, kwargs):
     model = trained_looking(arch, **kwargs)
-    path = save_checkpoint(model, tmp_path / "sub" / "ae.pt", dataset="fashion-mnist", epochs=3, note="hi")
+    path = save_checkpoint(model, tmp_path / "sub" / "ae.pt", **META, note="hi")
     assert path == tmp_path / "sub" / "ae.pt" and path.is_file()
     assert leftovers(path.parent, keep="ae.pt") == []  # no temporary file left
     loaded, meta = load_autoencoder(path)
@@ -57,7 +78,7 @@ def test_round_trip(tmp_path, arch, kwargs):
 
 
 def test_loading_into_another_shape_names_the_sizes(tmp_path):
-    path = save_checkpoint(trained_looking(), tmp_path / "ae.pt")
+    path = save_checkpoint(trained_looking(), tmp_path / "ae.pt", **META)
     payload = load_checkpoint(path)
     other = build_autoencoder(latent_dim=16)
     with pytest.raises(ValueError) as info:
@@ -68,7 +89,7 @@ def test_loading_into_another_shape_names_the_sizes(tmp_path):
 
 
 def test_loading_into_a_model_without_config_names_the_tensors(tmp_path):
-    path = save_checkpoint(trained_looking(latent_dim=16), tmp_path / "ae.pt")
+    path = save_checkpoint(trained_looking(latent_dim=16), tmp_path / "ae.pt", **META)
     torch.manual_seed(0)
     plain = build_autoencoder(latent_dim=8)
     del plain.config  # e.g. a model the user put together by hand
@@ -112,7 +133,7 @@ def test_empty_file(tmp_path):
 
 
 def test_truncated_file(tmp_path):
-    full = save_checkpoint(trained_looking(), tmp_path / "full.pt").read_bytes()
+    full = save_checkpoint(trained_looking(), tmp_path / "full.pt", **META).read_bytes()
     path = tmp_path / "half.pt"
     path.write_bytes(full[: len(full) // 2])
     _assert_corrupt_message(path)
@@ -136,10 +157,10 @@ def test_other_torch_file_is_not_a_checkpoint(tmp_path):
 
 
 def test_failed_save_leaves_the_old_checkpoint_untouched(tmp_path):
-    path = save_checkpoint(trained_looking(seed=1), tmp_path / "ae.pt", note="old")
+    path = save_checkpoint(trained_looking(seed=1), tmp_path / "ae.pt", **META, note="old")
     before = path.read_bytes()
     with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the lambda
-        save_checkpoint(trained_looking(seed=2), path, note=lambda: "cannot be pickled")
+        save_checkpoint(trained_looking(seed=2), path, **META, note=lambda: "cannot be pickled")
     assert path.read_bytes() == before
     assert leftovers(tmp_path, keep="ae.pt") == []
     model, meta = load_autoencoder(path)
@@ -148,5 +169,38 @@ def test_failed_save_leaves_the_old_checkpoint_untouched(tmp_path):
 
 def test_failed_first_save_leaves_nothing(tmp_path):
     with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the lambda
-        save_checkpoint(trained_looking(), tmp_path / "ae.pt", note=lambda: None)
+        save_checkpoint(trained_looking(), tmp_path / "ae.pt", **META, note=lambda: None)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("left_out", ["dataset", "history", "world_size"])
+def test_saving_without_the_required_metadata_is_refused(tmp_path, left_out):
+    partial = {k: v for k, v in META.items() if k != left_out}
+    with pytest.raises(ValueError, match=f"metadata lacks {left_out}\\. Pass them all"):
+        save_checkpoint(trained_looking(), tmp_path / "ae.pt", **partial)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_load_pretrained_rebuilds_either_kind(tmp_path):
+    torch.manual_seed(0)
+    simclr = build_simclr(8, 16)
+    path = save_checkpoint(simclr, tmp_path / "simclr.pt", **{**META, "pretext": "simclr"})
+    loaded, meta = load_pretrained(path)
+    assert isinstance(loaded, SimCLR) and loaded.config == simclr.config and same_weights(loaded, simclr)
+    assert meta["pretext"] == "simclr"
+    autoencoder, _ = load_pretrained(save_checkpoint(trained_looking("conv"), tmp_path / "ae.pt", **META))
+    assert same_weights(autoencoder, trained_looking("conv"))
+
+
+def test_load_pretrained_names_the_metadata_an_older_checkpoint_lacks(tmp_path):
+    path = save_checkpoint(trained_looking(), tmp_path / "ae.pt", **META)
+    payload = load_checkpoint(path)
+    for key in ("dataset", "lr", "world_size"):
+        del payload["metadata"][key]
+    torch.save(payload, path)
+    assert load_autoencoder(path)[1]["epochs"] == 3  # the weights and what metadata it has still load in Python
+    with pytest.raises(ValueError) as info:
+        load_pretrained(path)
+    message = str(info.value)
+    assert f"{path} lacks the metadata dataset, lr, world_size: it was written by an older ptft" in message
+    assert "Delete it and pretrain again" in message and "\n" not in message

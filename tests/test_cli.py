@@ -137,8 +137,11 @@ def test_pretrain_simclr_saves_then_finds_its_checkpoint(capsys, data_env, tmp_p
     code, out, err = run(capsys, *args)
     assert code == 0, err
     assert out.splitlines()[0] == f"Found the checkpoint: {ckpt}"
-    code, out, err = run(capsys, "evaluate", ckpt)
-    assert_one_line_error(code, out, err, "simclr")
+    code, out, err = run(capsys, "evaluate", ckpt)  # no reconstruction: the NT-Xent loss on the test images
+    assert code == 0, err
+    evaluated = json.loads(out)
+    assert evaluated["pretext"] == "simclr" and "mse" not in evaluated
+    assert 0 < evaluated["nt_xent"] < evaluated["chance"] + 0.1 and evaluated["code_size"] == 2048
 
 
 def test_pretrain_evaluate_finetune(capsys, data_env, tmp_path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ptft_helpers import models
+from ptft_helpers.contrastive import SmallConvEncoder
 from ptft_helpers.models import (
     Autoencoder,
     Classifier,
@@ -139,6 +140,18 @@ def test_freeze_and_unfreeze_stop_and_start_gradients():
     enc, head = _grads_after_backward(clf)
     assert all(g is not None and g.abs().sum() > 0 for g in enc + head)
     assert count_parameters(clf, trainable_only=True) == 209_184 + linear(32, 10)
+
+
+def test_a_frozen_encoder_stays_in_eval_mode():
+    # A probe on SimCLR's encoder: its batch norm keeps the pretrained statistics while the head trains.
+    torch.manual_seed(0)
+    clf = Classifier(SmallConvEncoder(4)).freeze_encoder()
+    before = {k: v.clone() for k, v in clf.encoder.state_dict().items()}
+    clf.train()
+    assert clf.training and clf.head.training and not clf.encoder.training
+    clf(torch.rand(8, 784))
+    assert all(torch.equal(v, clf.encoder.state_dict()[k]) for k, v in before.items())
+    assert clf.unfreeze_encoder().encoder.training  # fine-tuning: batch norm learns again
 
 
 def test_classifier_shares_the_encoder_it_is_given():
