@@ -77,8 +77,9 @@ NBGRADER := PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/nbgrader
 assignments: $(VENV)/.installed-teach
 	$(NBGRADER) generate_assignment "*" --force
 
-## autograde: grade every hand-in in nbgrader/submitted/<student>/<assignment>/ into the gradebook; first check,
-## in the Jupyter kernel the grader uses, that it can load the data (else a hand-in would lose points quietly)
+## autograde: grade every hand-in in nbgrader/submitted/<student>/<assignment>/ into the gradebook, each in a
+## sandbox (bubblewrap, set up by nbgrader_config.py; docs/teaching.md); first check, in the Jupyter kernel the grader
+## uses, that it can load the data (else a hand-in would lose points quietly)
 autograde: $(VENV)/.installed-teach data
 	$(PY) -m ptft_helpers data --check --kernel python3
 	$(NBGRADER) autograde "*"

@@ -17,3 +17,14 @@ c.CourseDirectory.root = str(COURSE)
 c.CourseDirectory.db_url = f"sqlite:///{COURSE / 'gradebook.db'}"
 # Each assignment runs in seconds; a cell that takes two minutes is stuck.
 c.Execute.timeout = 120
+# Every hand-in runs in a sandbox (ptft_helpers/sandbox.py; docs/teaching.md, "What the grading sandbox protects"):
+# it sees no answer key, gradebook, other hand-in or home, and writes only its own folder in autograded/. Closed on
+# failure: nbgrader would log an error in this file and go on grading without the sandbox.
+try:
+    from ptft_helpers.sandbox import configure_nbgrader
+
+    configure_nbgrader(c)
+except Exception as err:
+    raise SystemExit(
+        f"nbgrader_config.py: the grading sandbox cannot be set up ({type(err).__name__}: {err})"
+    ) from None

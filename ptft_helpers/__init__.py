@@ -16,7 +16,8 @@ One module per concern, from the ground floor up:
 - ``probes`` (linear probe, and label spreading over a k-nearest-neighbour graph, on fixed features), ``distributed``
   (data-parallel pretraining under ``torchrun``, notebook 08);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``
-  (``python -m ptft_helpers``).
+  (``python -m ptft_helpers``);
+- ``sandbox`` (grading: ``nbgrader autograde`` runs each hand-in's kernel in a bubblewrap sandbox).
 """
 
 __version__ = "0.1.0"

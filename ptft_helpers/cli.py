@@ -274,14 +274,19 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _check_in_kernel(kernel: str, dataset: str) -> str:
-    """Run ``data.check`` inside the Jupyter kernel ``kernel``, as nbgrader runs a hand-in; return its line."""
+    """Run ``data.check`` inside the Jupyter kernel ``kernel``, in the sandbox that nbgrader's autograde runs each
+    hand-in in (``sandbox``); return its line."""
     try:
-        from jupyter_client.manager import start_new_kernel
+        import jupyter_client  # noqa: F401 (the sandbox's kernel manager is one of jupyter_client's)
     except ImportError:
         raise ValueError("--kernel needs Jupyter: pip install 'ptft-helpers[teach]' (make assignments does).") from None
+    from .sandbox import SandboxError, start_new_kernel
+
     with tempfile.TemporaryFile("w+") as kernel_log:  # the kernel's own messages, shown only if it fails to start
         try:
             manager, client = start_new_kernel(kernel_name=kernel, startup_timeout=120, stderr=kernel_log)
+        except SandboxError as err:
+            raise ValueError(str(err)) from None
         except Exception as err:  # no such kernel, or one that does not start
             kernel_log.seek(0)
             last = ([line for line in kernel_log.read().splitlines() if line.strip()] or [""])[-1]
