@@ -7,6 +7,7 @@ It needs ``requests`` and ``tornado`` (both come with JupyterLab and JupyterHub)
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import subprocess
@@ -79,44 +80,47 @@ class Hub:
             f"{self.url}/user/{owner}/{path}", headers={"Authorization": f"token {token}"}, timeout=30, **kwargs
         )
 
+    def post(self, owner: str, path: str, **kwargs) -> requests.Response:
+        """A POST to ``owner``'s single-user server with the owner's token (the formgrader's and the Assignments
+        tab's actions)."""
+        token = self.tokens[owner]
+        url = f"{self.url}/user/{owner}/{path}"
+        return requests.post(url, headers={"Authorization": f"token {token}"}, timeout=300, **kwargs)
+
 
 async def run_notebook(hub: Hub, user: str, path: str, fast: bool = True, timeout: float = 1200) -> list[str]:
     """Every code cell of ``path`` (relative to the user's home) in a new kernel on the user's own server, through
     the hub's proxy, as *Run All* would; ``fast`` first sets ``PTFT_FAST=1`` in the kernel. Returns the errors
     (none when the notebook ran through)."""
+    notebook = hub.server(user, f"api/contents/{path}").json()
+    mode = f'import os\nos.environ["PTFT_FAST"] = "{int(fast)}"  # the mode the class runs'
+    cells = [mode, *("".join(c["source"]) for c in notebook["content"]["cells"] if c["cell_type"] == "code")]
+    return (await run_cells(hub, user, cells, timeout))[1]
+
+
+async def run_cells(hub: Hub, user: str, cells: list[str], timeout: float = 1200) -> tuple[str, list[str]]:
+    """Run ``cells`` one after another in a new kernel on the user's own server, through the hub's proxy, until
+    one fails; returns what they printed and the errors."""
     headers = {"Authorization": f"token {hub.tokens[user]}"}
     base = f"{hub.url}/user/{user}"
     kernel = requests.post(f"{base}/api/kernels", json={"name": "python3"}, headers=headers, timeout=60).json()
-    notebook = requests.get(f"{base}/api/contents/{path}", headers=headers, timeout=60).json()
     url = f"{base.replace('http', 'ws', 1)}/api/kernels/{kernel['id']}/channels"
     ws = await websocket_connect(HTTPRequest(url, headers=headers, request_timeout=timeout))
-    session, errors = uuid.uuid4().hex, []
-    mode = f'import os\nos.environ["PTFT_FAST"] = "{int(fast)}"  # the mode the class runs'
+    session, printed, errors = uuid.uuid4().hex, [], []
     try:
-        for code in [mode, *("".join(c["source"]) for c in notebook["content"]["cells"] if c["cell_type"] == "code")]:
+        for code in cells:
             msg_id = uuid.uuid4().hex
-            header = {
-                "msg_id": msg_id,
-                "username": user,
-                "session": session,
-                "msg_type": "execute_request",
-                "version": "5.3",
-                "date": datetime.datetime.now(datetime.UTC).isoformat(),
-            }
-            content = {
-                "code": code,
-                "silent": False,
-                "store_history": False,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            }
-            message = {"header": header, "parent_header": {}, "metadata": {}, "channel": "shell", "content": content}
-            ws.write_message(json.dumps(message))
+            ws.write_message(json.dumps(_execute_request(code, msg_id, user, session)))
             while True:
-                reply = json.loads(await ws.read_message())
+                message = await ws.read_message()
+                if message is None:
+                    errors.append("the connection to the kernel closed")
+                    break
+                reply = json.loads(message)
                 if reply.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
+                if reply["msg_type"] == "stream":
+                    printed.append(reply["content"]["text"])
                 if reply["msg_type"] == "error":
                     errors.append(f"{reply['content']['ename']}: {reply['content']['evalue']}")
                 if reply["msg_type"] == "execute_reply":
@@ -126,7 +130,55 @@ async def run_notebook(hub: Hub, user: str, path: str, fast: bool = True, timeou
     finally:
         ws.close()
         requests.delete(f"{base}/api/kernels/{kernel['id']}", headers=headers, timeout=60)
-    return errors
+    return "".join(printed), errors
+
+
+def _execute_request(code: str, msg_id: str, user: str, session: str) -> dict:
+    header = {
+        "msg_id": msg_id,
+        "username": user,
+        "session": session,
+        "msg_type": "execute_request",
+        "version": "5.3",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(),
+    }
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    return {"header": header, "parent_header": {}, "metadata": {}, "channel": "shell", "content": content}
+
+
+async def run_in_terminal(hub: Hub, user: str, command: str, until: str, timeout: float = 60) -> str:
+    """Type ``command`` into a new JupyterLab terminal on the user's own server (the shell that the terminal
+    starts, as the user gets it) and return what it shows until ``until`` (which the command should print without
+    typing it: the terminal shows what is typed) appears, the shell ends, or ``timeout`` seconds pass."""
+    headers = {"Authorization": f"token {hub.tokens[user]}"}
+    base = f"{hub.url}/user/{user}"
+    name = requests.post(f"{base}/api/terminals", headers=headers, timeout=60).json()["name"]
+    url = f"{base.replace('http', 'ws', 1)}/terminals/websocket/{name}"
+    ws = await websocket_connect(HTTPRequest(url, headers=headers, request_timeout=timeout))
+    shown = ""
+    try:
+        ws.write_message(json.dumps(["stdin", command + "\r"]))
+        deadline = time.monotonic() + timeout
+        while until not in shown:
+            try:
+                message = await asyncio.wait_for(ws.read_message(), max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                break
+            if message is None:  # the shell ended
+                break
+            kind, *data = json.loads(message)
+            shown += data[0] if kind == "stdout" else ""
+    finally:
+        ws.close()
+        requests.delete(f"{base}/api/terminals/{name}", headers=headers, timeout=60)
+    return shown
 
 
 def memory_mb(user: str) -> int:

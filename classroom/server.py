@@ -4,6 +4,7 @@
     python3 classroom/server.py setup --roster roster.csv   # once, and again after the roster changes
     python3 classroom/server.py start                        # the hub, in the background (log: <prefix>/hub/hub.log)
     python3 classroom/server.py stop
+    python3 classroom/server.py usage                        # each user's disk, processes and memory now
 
 (``make classroom``, ``make classroom-start`` and ``make classroom-stop`` run these.) Run ``setup`` with the
 system's Python (``/usr/bin/python3``): it builds the class's environment from it, because every user must be able
@@ -20,8 +21,12 @@ to run that Python. Everything goes under ``--prefix`` (default ``/opt/ptft``):
 Accounts come from a roster CSV with the columns ``username,role,name`` (role ``instructor`` or ``student``).
 Each becomes a Unix account (PAM login), with a home that only its owner can read and a copy of the notebooks
 in ``~/ptft-notebooks``. The instructor also gets the nbgrader course folder ``~/ptft-course`` (the answer keys
-and the gradebook) and the formgrader; students get the assignment list only. The nbgrader exchange is
-``--exchange`` (default ``/srv/nbgrader/exchange``). Every server gets ``OMP_NUM_THREADS=1``, the shared
+and the gradebook) and the formgrader; students get the assignment list only. Nobody is a hub admin unless setup
+is told (``--instructor-admin``). The nbgrader exchange is ``--exchange`` (default ``/srv/nbgrader/exchange``);
+its ``collect`` takes only hand-ins that their student made, dated by the file system
+(``ptft_helpers/exchange.py``). Every server starts under limits that setup computes from the machine's size and
+the roster's length (``--memory-limit``, ``--process-limit``, ``--cpu-hours`` override them), and first in line
+for the kernel's out-of-memory killer, the hub and its proxy last. Every server gets ``OMP_NUM_THREADS=1``, the shared
 ``PTFT_DATA`` and the environment's ``bin/`` first on its ``PATH``; the idle culler stops servers idle for
 ``--cull-after`` seconds. The hub listens on ``--ip`` (default 127.0.0.1, this machine only) and ``--port``; two
 more ports, on 127.0.0.1, are the class's own too: the proxy's API (``--proxy-api-port``, default ``--port`` + 1)
@@ -60,6 +65,12 @@ INSTRUCTOR_LAB_PLUGINS = (
     "@jupyter/nbgrader:course-list",
 )
 PROXY = "configurable-http-proxy@5"
+GiB = 2**30
+SYSTEM_MEMORY = 2 * GiB  # kept back from the servers' memory for the system, the hub and its proxy
+MEMORY_FLOOR = 6 * GiB  # no server gets less: notebook 07 in full peaked at 5.1 GB (docs/teaching.md)
+MOST_PROCESSES = 256  # per user, threads included: a server running a kernel has about 18
+CPU_HOURS = 4  # per process: a kernel that computes for longer is stuck (the longest notebook, 05: 8 min 42 s)
+HUB_OOM_SCORE = -900  # the hub and its proxy: the kernel's out-of-memory killer takes them last (servers: +500)
 # The class's ports: settings.json's key, what it is, and the setup option that sets it.
 PORTS = (
     ("port", "the hub's public port", "--port"),
@@ -138,9 +149,10 @@ def read_roster(path: Path) -> list[dict]:
 def check_machine() -> None:
     if os.geteuid() != 0:
         raise SetupError("run this as root: it creates Unix accounts and writes under /opt and /srv")
-    for tool in ("useradd", "chpasswd", "setpriv", "npm"):
+    hints = {"npm": "apt-get install nodejs npm", "bwrap": "apt-get install bubblewrap (grading's sandbox)"}
+    for tool in ("useradd", "chpasswd", "setpriv", "npm", "bwrap"):
         if not shutil.which(tool):
-            hint = "apt-get install nodejs npm" if tool == "npm" else "apt-get install passwd util-linux"
+            hint = hints.get(tool, "apt-get install passwd util-linux")
             raise SetupError(f"`{tool}` is missing: {hint}")
     if not Path("/etc/pam.d").is_dir():
         raise SetupError("PAM is not configured on this machine (/etc/pam.d is missing): the hub logs users in with it")
@@ -186,10 +198,22 @@ def configure_jupyter(venv: Path, exchange: Path, course: str) -> None:
         "c = get_config()  # noqa: F821\n"
         f"c.CourseDirectory.course_id = {course!r}\n"
         f"c.Exchange.root = {str(exchange)!r}\n"
+        "# Collect only hand-ins that their student made, dated by the file system (ptft_helpers/exchange.py)\n"
+        'c.ExchangeFactory.collect = "ptft_helpers.exchange.OwnedCollect"\n'
+        "# Grade each hand-in in a sandbox (ptft_helpers/sandbox.py); no grading at all if it cannot be set up\n"
+        "try:\n"
+        "    from ptft_helpers.sandbox import configure_nbgrader\n"
+        "    configure_nbgrader(c)\n"
+        "except Exception as err:\n"
+        "    raise SystemExit(f'nbgrader_config.py: the grading sandbox cannot be set up ({err})') from None\n"
     )
     (etc / "jupyter_server_config.d").mkdir(parents=True, exist_ok=True)
     off = {"ServerApp": {"jpserver_extensions": {name: False for name in INSTRUCTOR_SERVER_EXTENSIONS}}}
     (etc / "jupyter_server_config.d" / "zz-ptft-classroom.json").write_text(json.dumps(off, indent=1))
+    # The terminal's shell, not a login shell: Debian's /etc/profile would set PATH anew, without the environment's
+    # bin/ (nbgrader). Settings other than extensions are read from this file only, not from the .d folder.
+    terminal = {"ServerApp": {"terminado_settings": {"shell_command": ["/bin/bash"]}}}
+    (etc / "jupyter_server_config.json").write_text(json.dumps(terminal, indent=1))
     (etc / "labconfig").mkdir(parents=True, exist_ok=True)
     (etc / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {plugin: True for plugin in INSTRUCTOR_LAB_PLUGINS}}, indent=1)
@@ -247,16 +271,13 @@ def give_notebooks(user: str) -> None:
 
 def set_up_course(instructor: str, students: list[str], venv: Path, course: str, exchange: Path) -> Path:
     """The instructor's nbgrader course folder with the answer keys and a gradebook listing every student, the
-    instructor's own Jupyter settings that switch the formgrader on, and the course's folder in the exchange, the
-    instructor's (as nbgrader makes it at the first release: made now, no student can take the name first)."""
+    instructor's own Jupyter settings that switch the formgrader on, and the course's folders in the exchange, the
+    instructor's (as nbgrader makes them at the first release: made now, no student can take the names first)."""
     info = pwd.getpwnam(instructor)
     in_exchange = exchange / course
-    if not in_exchange.exists():
-        in_exchange.mkdir(mode=0o755)
-        os.chown(in_exchange, info.pw_uid, info.pw_gid)
-    elif in_exchange.stat().st_uid != info.pw_uid:
-        owner = pwd.getpwuid(in_exchange.stat().st_uid).pw_name
-        raise SetupError(f"{in_exchange} belongs to {owner}, not the instructor {instructor}: move it away and rerun")
+    make_instructors(in_exchange, info, 0o755)
+    # Hand-ins go in, students cannot list it (as nbgrader makes it), and nobody renames or removes another's.
+    make_instructors(in_exchange / "inbound", info, 0o1733)
     home = Path(info.pw_dir)
     folder = home / "ptft-course"
     if not (folder / "source").exists():
@@ -293,6 +314,17 @@ def set_up_course(instructor: str, students: list[str], venv: Path, course: str,
     return folder
 
 
+def make_instructors(folder: Path, instructor: pwd.struct_passwd, mode: int) -> None:
+    """``folder``, the instructor's, with ``mode``; one that someone else made first is an error."""
+    if not folder.exists():
+        folder.mkdir()
+        os.chown(folder, instructor.pw_uid, instructor.pw_gid)
+    elif folder.stat().st_uid != instructor.pw_uid:
+        owner = pwd.getpwuid(folder.stat().st_uid).pw_name
+        raise SetupError(f"{folder} belongs to {owner}, not the instructor {instructor.pw_name}: move it, and rerun")
+    folder.chmod(mode)
+
+
 def write_hub_config(prefix: Path, settings: dict) -> Path:
     hub = prefix / "hub"
     hub.mkdir(parents=True, exist_ok=True)
@@ -312,6 +344,25 @@ def class_ports(args: argparse.Namespace) -> dict[str, int]:
     if len(set(ports.values())) < len(ports):
         raise SetupError(f"the ports must differ (given {ports}): choose --port, --proxy-api-port and --hub-port")
     return ports
+
+
+def server_limits(args: argparse.Namespace, people: int) -> dict[str, int]:
+    """The limits of every user's server, from setup's options or else from this machine's size and the roster's
+    length: memory per process, processes (threads included) per user, CPU seconds per process."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    threads_max = int(Path("/proc/sys/kernel/threads-max").read_text())
+    return {
+        "memory_bytes": int(args.memory_limit * GiB) if args.memory_limit else memory_share(memory, people),
+        "processes": args.process_limit or min(MOST_PROCESSES, threads_max // (people + 1)),
+        "cpu_seconds": int(args.cpu_hours * 3600),
+    }
+
+
+def memory_share(memory: int, people: int) -> int:
+    """Each server's memory: an equal share of what the system and the hub leave, but at least MEMORY_FLOOR (a
+    smaller share would stop notebook 07), and never more than that whole."""
+    for_servers = memory - SYSTEM_MEMORY
+    return min(max(for_servers // people, MEMORY_FLOOR), for_servers)
 
 
 def setup(args: argparse.Namespace) -> None:
@@ -335,6 +386,7 @@ def setup(args: argparse.Namespace) -> None:
     instructors = [r["username"] for r in roster if r["role"] == "instructor"]
     students = [r["username"] for r in roster if r["role"] == "student"]
     folder = set_up_course(instructors[0], students, venv, args.course, args.exchange)
+    limits = server_limits(args, len(users))
     hub = write_hub_config(
         prefix,
         {
@@ -342,15 +394,24 @@ def setup(args: argparse.Namespace) -> None:
             "ip": args.ip,
             **ports,
             "users": users,
-            "admins": instructors,
+            "admins": instructors if args.instructor_admin else [],
             "cull_after": args.cull_after,
             "course": args.course,
+            "limits": limits,
         },
     )
     say(f"course folder {folder} (gradebook, answer keys) for {instructors[0]}; {len(students)} student(s)")
+    say(limits_line(limits))
     say(
         f"set up in {time.perf_counter() - started:.0f} s; start the hub with `{sys.argv[0]} start --prefix {prefix}`"
         f" (configuration: {hub / 'jupyterhub_config.py'})"
+    )
+
+
+def limits_line(limits: dict[str, int]) -> str:
+    return (
+        f"each server: {limits['memory_bytes'] / GiB:.1f} GiB of memory per process, {limits['processes']} processes"
+        f" and threads, {limits['cpu_seconds'] / 3600:g} CPU hours per process"
     )
 
 
@@ -367,12 +428,15 @@ def start(args: argparse.Namespace) -> None:
     pid_file = hub / "jupyterhub.pid"
     if pid_file.exists() and _hub_alive(int(pid_file.read_text())):
         raise SetupError(f"the hub is running already (PID {pid_file.read_text().strip()}); `stop` it first")
+    if "limits" not in json.loads((hub / "settings.json").read_text()):
+        raise SetupError(f"{hub / 'settings.json'} has no limits (it was set up by an older version): run setup again")
     _stop_proxy(hub)  # one that this class's hub left running (JupyterHub would stop it too, after the port check)
     check_ports_free(hub / "settings.json")
     env = {
         **os.environ,
         "PATH": f"{args.prefix / 'venv' / 'bin'}:{args.prefix / 'node' / 'node_modules' / '.bin'}:/usr/bin:/bin",
     }
+    spare_from_oom_killer()  # this command, and so the hub and the proxy that it starts
     log = open(hub / "hub.log", "ab")
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -393,6 +457,15 @@ def start(args: argparse.Namespace) -> None:
         pid_file.unlink()
         raise
     say(f"the hub is up at {url} (PID {process.pid}, {time.perf_counter() - started:.1f} s); log: {hub / 'hub.log'}")
+
+
+def spare_from_oom_killer() -> None:
+    """Make this process and those it starts the last that the kernel kills when memory runs out, where root may
+    (it needs CAP_SYS_RESOURCE, which some containers take away: there the hub keeps 0, below the servers' 500)."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text(str(HUB_OOM_SCORE))
+    except PermissionError:
+        say(f"this machine does not let root lower the hub's out-of-memory score to {HUB_OOM_SCORE}: it stays at 0")
 
 
 def check_ports_free(settings_file: Path) -> None:
@@ -533,6 +606,23 @@ def _user_servers(users: list[str]) -> list[int]:
     return found
 
 
+def usage(args: argparse.Namespace) -> None:
+    """Each roster user's disk use (their home: there are no quotas), processes and resident memory, one line each."""
+    settings_file = args.prefix / "hub" / "settings.json"
+    if not settings_file.is_file():
+        raise SetupError(f"no class server is set up in {args.prefix}: run `{sys.argv[0]} setup --roster ...` first")
+    print(f"{'user':<32} {'home MB':>8} {'processes':>9} {'memory MB':>9}")
+    for user in json.loads(settings_file.read_text())["users"]:
+        try:
+            home = pwd.getpwnam(user).pw_dir
+        except KeyError:
+            continue  # removed since setup
+        disk_mb = run("du", "-s", "--block-size=1M", home).stdout.split()[0]
+        ps = subprocess.run(["ps", "-o", "rss=", "-u", user], capture_output=True, text=True)  # exit 1: none
+        rss_kb = [int(kb) for kb in ps.stdout.split()]
+        print(f"{user:<32} {disk_mb:>8} {len(rss_kb):>9} {sum(rss_kb) // 1024:>9}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="classroom/server.py", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -549,11 +639,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cull-after", type=int, default=3600, help="stop servers idle this many seconds (3600)")
     p.add_argument("--python", default="/usr/bin/python3", help="the Python every user can run (/usr/bin/python3)")
     p.add_argument("--no-checkpoints", action="store_true", help="skip pretraining the encoders (tests do)")
+    p.add_argument("--memory-limit", type=float, help="GiB per process of each server (the machine's share, >= 6)")
+    p.add_argument("--process-limit", type=int, help=f"processes and threads per user (up to {MOST_PROCESSES})")
+    p.add_argument("--cpu-hours", type=float, default=CPU_HOURS, help=f"CPU hours per process ({CPU_HOURS})")
+    p.add_argument(
+        "--instructor-admin", action="store_true", help="make the instructor a hub admin (opens students' servers)"
+    )
     sub.add_parser("start", parents=[common], help="start the hub in the background")
     sub.add_parser("stop", parents=[common], help="stop the hub and the servers it started")
+    sub.add_parser("usage", parents=[common], help="each user's disk, processes and memory now")
     args = parser.parse_args(argv)
     try:
-        {"setup": setup, "start": start, "stop": stop}[args.command](args)
+        {"setup": setup, "start": start, "stop": stop, "usage": usage}[args.command](args)
     except SetupError as err:
         print(f"classroom: error: {err}", file=sys.stderr)
         return 2

@@ -17,7 +17,8 @@ One module per concern, from the ground floor up:
   (data-parallel pretraining under ``torchrun``, notebook 08);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``
   (``python -m ptft_helpers``);
-- ``sandbox`` (grading: ``nbgrader autograde`` runs each hand-in's kernel in a bubblewrap sandbox).
+- ``sandbox`` (grading: ``nbgrader autograde`` runs each hand-in's kernel in a bubblewrap sandbox), ``exchange``
+  (the class server's ``nbgrader collect``: only hand-ins that their student made, dated by the file system).
 """
 
 __version__ = "0.1.0"

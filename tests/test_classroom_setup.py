@@ -1,7 +1,10 @@
 """The class server's checks before it changes the machine (``classroom/server.py``): a roster's mistakes are
 one-line errors naming the line, system accounts are refused, initial passwords are recorded as each account is
 made, a PID file that names another process is not taken for the hub, a port that another program holds stops
-``start`` before it starts anything, and a hub that fails to start leaves no proxy running. Also: the tests' own
+``start`` before it starts anything, and a hub that fails to start leaves no proxy running; the servers' limits
+follow the machine's size, the roster's length and setup's options; and the class's ``collect``
+(``ptft_helpers/exchange.py``) refuses hand-ins that are not their student's own plain files, dates them by the
+file system, and never keeps a link, even one slipped in after it chose the hand-in. Also: the tests' own
 accounts never take the place of one that was there before. The whole set-up, with a hub and real logins, is
 ``tests/test_classroom.py``."""
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import grp
 import json
 import os
@@ -19,6 +23,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.utils import parse_utc
+
+from ptft_helpers import exchange
 
 import venvs
 from venvs import REPO_ROOT, remove_user, running, unix_user, unused_name
@@ -133,6 +141,7 @@ def test_an_account_that_was_there_before_is_left_alone(monkeypatch):
 def class_settings(prefix: Path, ports: list[int]) -> None:
     """A class in ``prefix``, as ``setup`` writes it, on ``ports`` (public, proxy API, hub)."""
     settings = {"prefix": str(prefix), "ip": "127.0.0.1", "users": [], "admins": [], "cull_after": 60, "course": "c"}
+    settings["limits"] = {"memory_bytes": 6 * server.GiB, "processes": 256, "cpu_seconds": 3600}
     settings |= dict(zip(("port", "proxy_api_port", "hub_port"), ports))
     server.write_hub_config(prefix, settings)
 
@@ -194,3 +203,61 @@ def test_the_proxy_and_hub_ports_follow_the_public_port_unless_given():
     assert ports(9000, 9100, 9200) == {"port": 9000, "proxy_api_port": 9100, "hub_port": 9200}
     with pytest.raises(server.SetupError, match="the ports must differ"):
         ports(9000, hub_port=9001)
+
+
+def test_each_server_gets_a_share_of_the_memory_but_enough_for_notebook_07():
+    assert server.memory_share(24 * server.GiB, 20) == 6 * server.GiB  # 22 GiB / 20 is less than the floor
+    assert server.memory_share(24 * server.GiB, 3) == 22 * server.GiB // 3
+    assert server.memory_share(4 * server.GiB, 3) == 2 * server.GiB  # no more than the machine has
+
+
+def test_the_limits_follow_setups_options():
+    args = argparse.Namespace(memory_limit=1.5, process_limit=64, cpu_hours=0.5)
+    assert server.server_limits(args, people=30) == {
+        "memory_bytes": int(1.5 * server.GiB),
+        "processes": 64,
+        "cpu_seconds": 1800,
+    }
+
+
+def hand_in(folder: Path, owner: pwd.struct_passwd) -> Path:
+    """A hand-in as nbgrader's submit makes it, owned by ``owner``: a notebook, a timestamp and a secret."""
+    (folder / "ex").mkdir(parents=True)
+    for name, text in (("ex/ex.ipynb", "{}"), ("timestamp.txt", "2000-01-01 00:00:00.000000 UTC"), ("secret", "s")):
+        (folder / name).write_text(text)
+    for path in (folder, *folder.rglob("*")):
+        os.lchown(path, owner.pw_uid, owner.pw_gid)
+    return folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating accounts needs root")
+def test_a_hand_in_counts_only_as_its_makers_own_plain_files(tmp_path):
+    with unix_user("ptft-maker") as maker:
+        mine = hand_in(tmp_path / "mine", maker)
+        assert exchange.why_not_theirs(str(mine), maker.pw_name) is None
+        assert "belongs to" in str(exchange.why_not_theirs(str(mine), "root"))  # handed in in another's name
+        assert "there is no user" in str(exchange.why_not_theirs(str(mine), unused_name("ptft-nobody")))
+        link = hand_in(tmp_path / "link", maker) / "ex" / "key.ipynb"
+        link.symlink_to("/etc/shadow")  # collect, run by the instructor, would copy what it points at
+        os.lchown(link, maker.pw_uid, maker.pw_gid)
+        assert "is a link" in str(exchange.why_not_theirs(str(tmp_path / "link"), maker.pw_name))
+        slipped_in = hand_in(tmp_path / "slipped", maker) / "ex" / "extra.py"
+        slipped_in.write_text("")  # root's, in the maker's hand-in
+        assert "belongs to root" in str(exchange.why_not_theirs(str(tmp_path / "slipped"), maker.pw_name))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating accounts needs root")
+def test_the_collected_copy_is_dated_by_the_file_system_and_never_holds_a_link(tmp_path, caplog):
+    with unix_user("ptft-maker") as maker:
+        before = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(seconds=1)
+        mine = hand_in(tmp_path / "inbound" / f"{maker.pw_name}+ex+2000-01-01 00:00:00.000000 UTC+r", maker)
+        collect = exchange.OwnedCollect(coursedir=CourseDirectory(), authenticator=None)
+        collect.do_copy(str(mine), str(tmp_path / "copy"))
+        written = (tmp_path / "copy" / "timestamp.txt").read_text()
+        assert parse_utc(written) >= before, written  # not the year 2000
+        link = mine / "ex" / "key.ipynb"
+        link.symlink_to("/etc/shadow")  # slipped in after collect chose the hand-in
+        os.lchown(link, maker.pw_uid, maker.pw_gid)
+        collect.do_copy(str(mine), str(tmp_path / "second copy"))
+        assert not (tmp_path / "second copy").exists()
+        assert [r.message for r in caplog.records if "ex/key.ipynb is a link" in r.message], caplog.text

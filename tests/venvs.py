@@ -27,6 +27,7 @@ from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -72,8 +73,12 @@ def _place(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def seeded_venv(path: Path, names: Iterable[str]) -> Path:
+def seeded_venv(path: Path, names: Iterable[str], replace_own: bool = False) -> Path:
     """A venv at ``path`` from ``/usr/bin/python3``, holding ``names`` and their dependencies; returns its python.
+    A distribution that does not support the venv's Python (its ``Requires-Python``) is left out, as pip would
+    leave it out. The venv's own pip and setuptools stay, unless ``replace_own``: then a copy of another version
+    than the one wanted (torch wants a newer setuptools than Debian's venv brings) is uninstalled and the wanted
+    one linked, so that a later ``pip install`` downloads nothing that is here.
 
     Files inside ``site-packages`` are linked, their compiled ``__pycache__`` too (where PYTHONDONTWRITEBYTECODE is
     set, as on our CI machines, nothing would compile them, and every process would compile PyTorch again), and so
@@ -82,10 +87,17 @@ def seeded_venv(path: Path, names: Iterable[str]) -> Path:
     python, as pip writes them."""
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(path)], check=True, capture_output=True, timeout=300)
     site = _site_packages(path)
-    own = {_canonical(d.metadata["Name"]) for d in metadata.distributions(path=[str(site)])}  # pip, setuptools
+    own = installed(path)  # pip, setuptools
+    python = _python_version(path)
     for dist in closure(names):
-        if _canonical(dist.metadata["Name"]) in own:
+        name = _canonical(dist.metadata["Name"])
+        if python not in SpecifierSet(dist.metadata["Requires-Python"] or ""):
+            continue  # pip would not install it for this Python (a later `pip install` downloads one that fits)
+        if name in own and (not replace_own or own[name] == dist.version):
             continue  # the new venv's own copy stays: mixing two versions' files would break both
+        if name in own:
+            pip = [str(path / "bin" / "python"), "-m", "pip", "uninstall", "--yes", "--quiet", name]
+            subprocess.run(pip, check=True, capture_output=True, timeout=300)
         base = Path(dist.locate_file(""))
         for entry in dist.files or []:
             source = (base / entry).resolve()
@@ -107,6 +119,18 @@ def seeded_venv(path: Path, names: Iterable[str]) -> Path:
             )
             launcher.chmod(0o755)
     return path / "bin" / "python"
+
+
+def _python_version(venv: Path) -> str:
+    """The version of the venv's Python (``pyvenv.cfg``'s ``version``, as ``venv`` writes it)."""
+    config = dict(line.split(" = ", 1) for line in (venv / "pyvenv.cfg").read_text().splitlines() if " = " in line)
+    return config["version"]
+
+
+def installed(venv: Path) -> dict[str, str]:
+    """The distributions installed in ``venv``, each with its version."""
+    found = metadata.distributions(path=[str(_site_packages(venv))])
+    return {_canonical(dist.metadata["Name"]): dist.version for dist in found}
 
 
 def source_copy(target: Path) -> Path:
