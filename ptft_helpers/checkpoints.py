@@ -24,6 +24,7 @@ from .contrastive import simclr_from_config
 from .models import Autoencoder, autoencoder_from_config
 
 FORMAT = "ptft-checkpoint/1"
+MAX_SIZE = 65_536  # the largest size (units, channels, code length) a checkpoint's configuration may give
 # What every encoder's checkpoint says about its training (``pretrained.load_or_pretrain`` writes them all): the
 # dataset and recipe to find it again and to evaluate it, its final loss, history and number of processes.
 REQUIRED_METADATA = (
@@ -109,7 +110,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ptft checkpoint (expected format {FORMAT!r}). Delete it and pretrain again.")
+    if problem := _malformed(payload):
+        raise ValueError(f"The checkpoint {path} is damaged ({problem}). Delete it and pretrain again.")
     return payload
+
+
+def _malformed(payload: dict) -> str | None:
+    """What is wrong with the parts of a checkpoint's payload, or None: a file made by hand must not reach the model
+    builders with a config they cannot read, or with sizes that would take all the memory."""
+    parts = {"config": dict, "state_dict": dict, "metadata": dict}
+    if wrong := [name for name, kind in parts.items() if not isinstance(payload.get(name), kind)]:
+        return f"{', '.join(wrong)} missing or not a dictionary"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
+        return "its weights are not named tensors"
+    sizes = [v for v in payload["config"].values() if isinstance(v, int) and not isinstance(v, bool)]
+    if any(not 0 <= size <= MAX_SIZE for size in sizes):
+        return f"a size in its configuration is outside 0 to {MAX_SIZE:,}"
+    return None
 
 
 def load_weights(model: nn.Module, payload: dict, source: str = "the checkpoint") -> nn.Module:
@@ -141,9 +158,12 @@ def load_weights(model: nn.Module, payload: dict, source: str = "the checkpoint"
 
 def model_from_config(config: dict) -> nn.Module:
     """An untrained model for a checkpoint's ``config``: SimCLR (arch "smallconv") or an autoencoder."""
-    if config.get("arch") == "smallconv":
-        return simclr_from_config(config)
-    return autoencoder_from_config(config)
+    try:
+        if config.get("arch") == "smallconv":
+            return simclr_from_config(config)
+        return autoencoder_from_config(config)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"Model configuration {config!r} cannot be read ({type(err).__name__}: {err}).") from None
 
 
 def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Autoencoder, dict]:

@@ -230,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.check:
             print(_check_in_kernel(args.kernel, args.dataset) if args.kernel else check(args.dataset))
             return 0
-        source = prepare(args.dataset, allow_apt=True)  # the one place that may install the Debian package
+        source = prepare(args.dataset, allow_apt=True)  # the one command that may install the Debian package
         print(data_folder().describe("data"))
         print(f"{args.dataset}: {source}")
         return 0

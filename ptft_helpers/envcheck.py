@@ -94,15 +94,15 @@ def check_data(
     *,
     system_dir: str | Path | None = None,
     allow_download: bool = True,
-    allow_apt: bool = True,
 ) -> Check:
-    """Are the dataset's files in the data folder (fetching them if they can be)? See ``data.prepare``."""
+    """Are the dataset's files in the data folder (fetching them if they can be, never with apt-get)? See
+    ``data.prepare``."""
     from .data import prepare
     from .settings import data_folder
 
     name = f"data ({dataset})"
     try:
-        source = prepare(dataset, root, system_dir=system_dir, allow_download=allow_download, allow_apt=allow_apt)
+        source = prepare(dataset, root, system_dir=system_dir, allow_download=allow_download)
     except (FileNotFoundError, ValueError) as err:
         return (name, False, str(err))
     return (name, True, f"ready, from the {source}" + ("" if root is not None else f" ({data_folder().why})"))
@@ -114,21 +114,18 @@ def check_environment(
     *,
     system_dir: str | Path | None = None,
     allow_download: bool = True,
-    allow_apt: bool = True,
 ) -> list[Check]:
     """Run every check: Python, the packages, the device, the data. Returns ``(name, ok, detail)`` rows.
 
-    The keyword arguments are passed to ``data.prepare`` (where to look for the data, and
-    whether it may download it or install the Debian package).
+    The keyword arguments are passed to ``data.prepare`` (where to look for the data, and whether it may download
+    it). It never installs anything: the Debian package is ``python -m ptft_helpers data``'s to install.
     """
     results = [check_python()]
     results += [check_package(module, minimum, dist) for module, dist, minimum in PACKAGES]
     torch_ok = any(name == "torch" and ok for name, ok, _ in results)
     if torch_ok:
         results.append(check_device())
-        results.append(
-            check_data(dataset, data_root, system_dir=system_dir, allow_download=allow_download, allow_apt=allow_apt)
-        )
+        results.append(check_data(dataset, data_root, system_dir=system_dir, allow_download=allow_download))
     else:
         results.append(("device", False, "needs torch: fix the torch line above first"))
         results.append((f"data ({dataset})", False, "needs torch and torchvision: fix those lines above first"))

@@ -13,6 +13,7 @@ from torch import nn
 import ptft_helpers
 from ptft_helpers import checkpoints
 from ptft_helpers.checkpoints import (
+    FORMAT,
     load_autoencoder,
     load_checkpoint,
     load_pretrained,
@@ -204,3 +205,39 @@ def test_load_pretrained_names_the_metadata_an_older_checkpoint_lacks(tmp_path):
     message = str(info.value)
     assert f"{path} lacks the metadata dataset, lr, world_size: it was written by an older ptft" in message
     assert "Delete it and pretrain again" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("payload", "said"),
+    [
+        ({"format": FORMAT}, "config, state_dict, metadata missing or not a dictionary"),
+        ({"format": FORMAT, "config": {}, "state_dict": {}, "metadata": 5}, "metadata missing or not a dictionary"),
+        ({"format": FORMAT, "config": [1], "state_dict": {}, "metadata": {}}, "config missing or not a dictionary"),
+        ({"format": FORMAT, "config": {}, "state_dict": {"w": 1}, "metadata": {}}, "not named tensors"),
+        (
+            {"format": FORMAT, "config": {"arch": "mlp", "hidden_dim": 10**9}, "state_dict": {}, "metadata": {}},
+            "outside 0 to 65,536",
+        ),
+    ],
+)
+def test_a_crafted_checkpoint_is_one_line_in_the_cli(tmp_path, capsys, payload, said):
+    from ptft_helpers import cli
+
+    path = tmp_path / "crafted.pt"
+    torch.save(payload, path)
+    for command in ("evaluate", "finetune"):
+        assert cli.main([command, str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and said in err, err
+
+
+def test_a_simclr_config_without_its_sizes_is_one_line(tmp_path, capsys):
+    from ptft_helpers import cli
+    from ptft_helpers.checkpoints import REQUIRED_METADATA
+
+    payload = {"format": FORMAT, "config": {"arch": "smallconv"}, "state_dict": {}, "metadata": {}}
+    payload["metadata"] = dict.fromkeys(REQUIRED_METADATA, 0) | {"dataset": "fashion-mnist"}
+    torch.save(payload, tmp_path / "crafted.pt")
+    assert cli.main(["evaluate", str(tmp_path / "crafted.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be read (KeyError" in err, err

@@ -353,11 +353,15 @@ def nowhere_but_apt(tmp_path, monkeypatch):
     return record
 
 
-def test_load_never_runs_apt_get(nowhere_but_apt):
+def test_load_and_the_environment_check_never_run_apt_get(nowhere_but_apt):
+    from ptft_helpers import envcheck
+
     with pytest.raises(FileNotFoundError) as info:
         data.load("fashion-mnist", "train")
-    assert not nowhere_but_apt.exists(), f"load() ran apt-get {nowhere_but_apt.read_text()}"
     assert "apt-get install dataset-fashion-mnist" in str(info.value)  # the fix is named, not run
+    _, ok, detail = envcheck.check_data("fashion-mnist")  # notebook 00 and `python -m ptft_helpers check`
+    assert not ok and "apt-get install dataset-fashion-mnist" in detail
+    assert not nowhere_but_apt.exists(), f"apt-get ran: {nowhere_but_apt.read_text()}"
 
 
 def test_only_the_data_command_runs_apt_get_and_says_so(nowhere_but_apt, capsys):

@@ -36,11 +36,11 @@ def test_this_environment_passes_and_names_every_check(capsys):
 
 
 def test_missing_data_is_a_failure_with_a_fix(tmp_path, monkeypatch, capsys):
-    # A fresh machine: an empty data folder, no system copy, no network, no apt.
+    # A fresh machine: an empty data folder, no system copy, no network.
     empty = tmp_path / "data"
     empty.mkdir()
     monkeypatch.setenv("PTFT_DATA", str(empty))
-    results = check_environment(system_dir=tmp_path / "no-system-copy", allow_download=False, allow_apt=False)
+    results = check_environment(system_dir=tmp_path / "no-system-copy", allow_download=False)
     data_row = results[-1]
     assert data_row[0] == "data (fashion-mnist)" and data_row[1] is False
     assert str(empty) in data_row[2]
@@ -65,18 +65,16 @@ def test_data_found_in_a_system_copy_is_ok(tmp_path):
         pytest.skip("no system copy of Fashion-MNIST on this machine")
     for f in IDX_FILES:
         (system / f"{f}.gz").symlink_to(real / f"{f}.gz")
-    name, ok, detail = check_data(
-        "fashion-mnist", tmp_path / "data", system_dir=system, allow_download=False, allow_apt=False
-    )
+    name, ok, detail = check_data("fashion-mnist", tmp_path / "data", system_dir=system, allow_download=False)
     assert ok and detail == f"ready, from the system copy {system}"
     # A second call finds the files in the data folder itself.
-    assert check_data("fashion-mnist", tmp_path / "data", allow_download=False, allow_apt=False)[2].startswith(
+    assert check_data("fashion-mnist", tmp_path / "data", allow_download=False)[2].startswith(
         "ready, from the data folder"
     )
 
 
 def test_unknown_dataset_fails_with_the_choices():
-    name, ok, detail = check_data("cifar-10", allow_download=False, allow_apt=False)
+    name, ok, detail = check_data("cifar-10", allow_download=False)
     assert not ok and "Choose one of: fashion-mnist, mnist" in detail
 
 
