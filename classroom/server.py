@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import os
 import pwd
@@ -49,6 +50,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -315,14 +317,37 @@ def set_up_course(instructor: str, students: list[str], venv: Path, course: str,
 
 
 def make_instructors(folder: Path, instructor: pwd.struct_passwd, mode: int) -> None:
-    """``folder``, the instructor's, with ``mode``; one that someone else made first is an error."""
-    if not folder.exists():
-        folder.mkdir()
-        os.chown(folder, instructor.pw_uid, instructor.pw_gid)
-    elif folder.stat().st_uid != instructor.pw_uid:
-        owner = pwd.getpwuid(folder.stat().st_uid).pw_name
-        raise SetupError(f"{folder} belongs to {owner}, not the instructor {instructor.pw_name}: move it, and rerun")
-    folder.chmod(mode)
+    """``folder``, the instructor's, with ``mode``; one that someone else made first, or a link (in the exchange,
+    which anyone can write, a link to the instructor's home would be the instructor's by ``stat``), is an error.
+    Changed through a descriptor opened without following a link: what is changed is what was checked."""
+    try:
+        folder.mkdir()  # root's until given away below (in the sticky exchange no one else may rename it meanwhile)
+        made = True
+    except FileExistsError:
+        made = False
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        what = "a link" if folder.is_symlink() else "not a folder" if err.errno == errno.ENOTDIR else err.strerror
+        raise SetupError(f"{folder} is {what}: remove it (someone else may have made it), and rerun") from None
+    try:
+        owner = os.fstat(fd).st_uid
+        if made:
+            os.fchown(fd, instructor.pw_uid, instructor.pw_gid)
+        elif owner != instructor.pw_uid:
+            raise SetupError(
+                f"{folder} belongs to {_user_name(owner)}, not the instructor {instructor.pw_name}: move it, and rerun"
+            )
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"UID {uid}"
 
 
 def write_hub_config(prefix: Path, settings: dict) -> Path:
@@ -426,7 +451,7 @@ def start(args: argparse.Namespace) -> None:
     if not (hub / "settings.json").is_file():
         raise SetupError(f"no class server is set up in {args.prefix}: run `{sys.argv[0]} setup --roster ...` first")
     pid_file = hub / "jupyterhub.pid"
-    if pid_file.exists() and _hub_alive(int(pid_file.read_text())):
+    if pid_file.exists() and _hub_alive(int(pid_file.read_text()), hub):
         raise SetupError(f"the hub is running already (PID {pid_file.read_text().strip()}); `stop` it first")
     if "limits" not in json.loads((hub / "settings.json").read_text()):
         raise SetupError(f"{hub / 'settings.json'} has no limits (it was set up by an older version): run setup again")
@@ -452,7 +477,7 @@ def start(args: argparse.Namespace) -> None:
     try:
         wait_for_hub(process, url, hub / "hub.log")
     except SetupError:
-        _end_hub(process.pid)
+        _end_hub(process.pid, hub)
         _stop_proxy(hub)  # the hub starts it in a session of its own, and a hub that failed leaves it running
         pid_file.unlink()
         raise
@@ -507,14 +532,16 @@ def wait_for_hub(process: subprocess.Popen, url: str, log: Path) -> None:
     raise SetupError(f"the hub did not answer within 60 s: see {log}")
 
 
-def _hub_alive(pid: int) -> bool:
-    """Whether ``pid`` is a running JupyterHub: after a reboot the PID file may name some other process, and a hub
+def _hub_alive(pid: int, hub: Path) -> bool:
+    """Whether ``pid`` is this class's running JupyterHub: one that runs in ``hub``, the class's hub folder (as
+    ``start`` starts it). After a reboot the PID file may name some other process, or another class's hub; a hub
     that has exited but is not yet reaped (a zombie) has an empty command line."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        folder = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return False
-    return any(part.endswith(b"/jupyterhub") for part in command[:2])
+    return any(part.endswith(b"/jupyterhub") for part in command[:2]) and folder == os.path.realpath(hub)
 
 
 def stop(args: argparse.Namespace) -> None:
@@ -524,23 +551,24 @@ def stop(args: argparse.Namespace) -> None:
         say("no hub is running (no PID file)")
         return
     pid = int(pid_file.read_text())
-    _end_hub(pid)
+    _end_hub(pid, hub)
     _stop_proxy(hub)  # the hub stops its proxy on the way out, unless it was killed or had died
-    users = json.loads((hub / "settings.json").read_text())["users"]
-    left = _user_servers(users)  # servers the hub did not stop (it was killed, or it had died)
+    settings = json.loads((hub / "settings.json").read_text())
+    users, hub_port = settings["users"], settings.get("hub_port", 8081)  # 8081: JupyterHub's, an older set-up's
+    left = _user_servers(users, hub_port)  # servers the hub did not stop (it was killed, or it had died)
     _signal(left, signal.SIGTERM)
-    if not _wait_until(lambda: not _user_servers(users), seconds=30):
-        _signal(_user_servers(users), signal.SIGKILL)
+    if not _wait_until(lambda: not _user_servers(users, hub_port), seconds=30):
+        _signal(_user_servers(users, hub_port), signal.SIGKILL)
     pid_file.unlink()
     by_this = f"; {len(left)} server(s) stopped by this command" if left else ""
     say(f"the hub (PID {pid}) and the servers it started are stopped{by_this}")
 
 
-def _end_hub(pid: int) -> None:
+def _end_hub(pid: int, hub: Path) -> None:
     """Stop the hub (it stops the users' servers and its proxy on the way out); kill it after a minute."""
-    if _hub_alive(pid):
+    if _hub_alive(pid, hub):
         os.kill(pid, signal.SIGTERM)
-        if not _wait_until(lambda: not _hub_alive(pid), seconds=60):
+        if not _wait_until(lambda: not _hub_alive(pid, hub), seconds=60):
             os.killpg(pid, signal.SIGKILL)
 
 
@@ -588,8 +616,9 @@ def _wait_until(done, seconds: float) -> bool:
     return done()
 
 
-def _user_servers(users: list[str]) -> list[int]:
-    """The PIDs of the roster's running Jupyter servers (``jupyterhub-singleuser``) that the hub started."""
+def _user_servers(users: list[str], hub_port: int) -> list[int]:
+    """The PIDs of the roster's running Jupyter servers (``jupyterhub-singleuser``) that this class's hub started:
+    those whose hub (``JUPYTERHUB_API_URL`` in their environment) listens on ``hub_port``, not another class's."""
     uids = set()
     for user in users:
         try:
@@ -600,10 +629,22 @@ def _user_servers(users: list[str]) -> list[int]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if proc.stat().st_uid in uids and b"jupyterhub-singleuser" in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
+                if _api_port(proc / "environ") == hub_port:
+                    found.append(int(proc.name))
         except OSError:  # ended meanwhile
             pass
     return found
+
+
+def _api_port(environ: Path) -> int | None:
+    """The port of the hub's API in a process's environment (``/proc/<pid>/environ``, which root can read)."""
+    for entry in environ.read_bytes().split(b"\0"):
+        if entry.startswith(b"JUPYTERHUB_API_URL="):
+            try:
+                return urllib.parse.urlsplit(entry.split(b"=", 1)[1].decode()).port
+            except ValueError:  # not a URL, or not one with a port
+                return None
+    return None
 
 
 def usage(args: argparse.Namespace) -> None:
