@@ -2,14 +2,19 @@
 
 The kernel sees a read-only system (``/usr``, a few ``/etc`` files, the Python that runs it with its packages, the
 package's own folder, the data folder), an empty private ``/tmp`` and home, its connection file, and one folder it
-may write: its working folder, nbgrader's copy of the hand-in in ``autograded/<student>/<assignment>/``. It does not
-see the answer keys, the gradebook, other students' folders, any home, nor the grader's environment (a hub token):
-the environment is cleared to a few variables (``PASSED``). Its processes, detached ones too, die with it (its own
-PID namespace); it has no network (its ZMQ sockets are Unix sockets in a private folder); ``prlimit`` caps its
-memory, CPU time, file sizes and process count (``LIMITS``). docs/teaching.md says what this protects, and what not.
+may write: its working folder, at the path of nbgrader's copy of the hand-in (``autograded/<student>/<assignment>/``)
+but a private copy of that folder's plain files, discarded when the kernel stops: nbgrader, which writes and chmods
+that folder and copies its files into ``feedback/``, never meets a link, FIFO or file the kernel made (what nbgrader
+needs of the kernel comes over ZMQ). It does not see the answer keys, the gradebook, other students' folders, any
+home, nor the grader's environment (a hub token): the environment is cleared to a few variables (``PASSED``). Its
+processes, detached ones too, die with it (its own PID namespace); it has no network (its ZMQ sockets are Unix
+sockets in a private folder); ``prlimit`` caps its memory, CPU time, file sizes and process count (``LIMITS``).
+Python runs it with ``-P`` (``PYTHONSAFEPATH``): a hand-in's ``ipykernel_launcher.py`` or ``numpy.py`` is never
+imported in place of the real one. docs/teaching.md says what this protects, and what not.
 
 ``nbgrader_config.py`` calls ``configure_nbgrader(c)``: autograde's Execute step becomes ``SandboxedExecute``, whose
-kernels are ``SandboxedKernelManager`` s, and every hand-in is preceded by a check that bubblewrap works: without it,
+kernels are ``SandboxedKernelManager`` s, and every hand-in is preceded by a check that bubblewrap works and that
+``submitted/<student>/<assignment>/`` holds only plain files and folders (no links, FIFOs, hard links): otherwise
 grading stops with one line that says how to fix it. ``PTFT_GRADE_UNSANDBOXED=1`` grades without the sandbox, and
 says so. ``start_new_kernel`` starts one sandboxed kernel outside nbgrader (``data --check --kernel python3``).
 
@@ -23,6 +28,7 @@ import functools
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -127,7 +133,7 @@ def python_layout(python: str, env: tuple[tuple[str, str], ...]) -> tuple[str, .
     """What the kernel's ``python`` reads, asked of it with the kernel's environment ``env``: its installation and
     environment, ``sys.path``, this package's folder (with the clone's ``pyproject.toml``, which marks it as a clone)
     and the data folder it would use. Existing paths only, outside the system, none inside another."""
-    done = subprocess.run([python, "-s", "-c", PROBE], env=dict(env), capture_output=True, text=True, timeout=120)
+    done = subprocess.run([python, "-s", "-P", "-c", PROBE], env=dict(env), capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         last = ([line for line in done.stderr.splitlines() if line.strip()] or ["no output"])[-1]
         raise SandboxError(f"the sandbox runs Python kernels only, and {python} -c ... failed ({last.strip()})")
@@ -154,7 +160,10 @@ def kernel_env(env: dict[str, str], spec_env: dict[str, str], python: str) -> di
     user = "root" if os.getuid() == 0 else "grader"
     fixed = {"PATH": path, "HOME": HOME, "USER": user, "LOGNAME": user, "LANG": env.get("LANG") or "C.UTF-8"}
     # JPY_PARENT_PID=1: ipykernel's parent is the sandbox's PID 1 (it then neither polls it nor prints a notice)
-    return {**kept, **fixed, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "JPY_PARENT_PID": "1"}
+    # PYTHONSAFEPATH=1 (and -P on the command line): the working folder, the hand-in's, is not on sys.path, so its
+    # ipykernel_launcher.py, numpy.py, ... replace no module of the kernel's
+    safe = {"PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    return {**kept, **fixed, "OMP_NUM_THREADS": "1", **safe, "JPY_PARENT_PID": "1"}
 
 
 def private_folder() -> Path:
@@ -176,9 +185,71 @@ def private_folder() -> Path:
     return folder
 
 
-def command(kernel_cmd: list[str], work: Path, private: Path, readable: tuple[str, ...], env: dict) -> list[str]:
+def plain_entries(folder: Path):
+    """``(path, lstat)`` of everything under ``folder``, links not followed, folders before what they hold."""
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            path = Path(entry.path)
+            info = path.lstat()
+            yield path, info
+            if stat.S_ISDIR(info.st_mode):
+                yield from plain_entries(path)
+
+
+def unsafe(info: os.stat_result) -> str | None:
+    """Why a file (its ``lstat``) is one that nbgrader must not meet: a link, a hard link, a FIFO, ...; else None."""
+    if stat.S_ISDIR(info.st_mode):
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a plain file (a FIFO, socket or device)"
+    if info.st_nlink > 1:
+        return f"a hard link ({info.st_nlink} names)"
+    return None
+
+
+def private_copy(work: Path, private: Path) -> Path:
+    """A new folder in ``private`` (mode 0700) with a copy of the plain files and folders of ``work``: what the
+    kernel gets at ``work``'s path, so that nbgrader never reads back what the kernel wrote (a link to the gradebook
+    in place of the notebook, a FIFO, a link to an answer key that generate_feedback would copy)."""
+    copy = Path(tempfile.mkdtemp(prefix="work-", dir=private))
+    if work.is_dir():
+        for path, info in plain_entries(work):
+            target = copy / path.relative_to(work)
+            if unsafe(info):
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                target.mkdir()
+            else:
+                shutil.copy2(path, target, follow_symlinks=False)
+    return copy
+
+
+def scrub(folder: Path) -> list[str]:
+    """Remove from ``folder`` everything that is not a plain file or folder (links, FIFOs, hard links), links not
+    followed; the removed paths with why. The kernel never sees this folder (``private_copy``): a second lock."""
+    removed = []
+    try:
+        found = list(plain_entries(folder))
+    except OSError:
+        return removed
+    for path, info in found:
+        if why := unsafe(info):
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(f"{path} ({why})")
+    return removed
+
+
+def command(
+    kernel_cmd: list[str], work: Path, private: Path, readable: tuple[str, ...], env: dict, copy: Path | None = None
+) -> list[str]:
     """The command line that runs ``kernel_cmd`` in the sandbox: ``readable`` and the connection file read-only,
-    ``work`` and the socket folder writable, ``env`` its whole environment, ``LIMITS`` applied by prlimit."""
+    ``copy`` (else ``work`` itself) writable at ``work``'s path, and the socket folder; ``env`` its whole
+    environment, ``LIMITS`` applied by prlimit."""
     work = work.resolve()
     for path in readable:
         if work.is_relative_to(path):
@@ -190,7 +261,7 @@ def command(kernel_cmd: list[str], work: Path, private: Path, readable: tuple[st
         args += ["--ro-bind", str(private / "etc" / name), f"/etc/{name}"]
     for path in readable:
         args += ["--ro-bind", path, path]
-    args += ["--bind", str(private / "sockets"), str(private / "sockets"), "--bind", str(work), str(work)]
+    args += ["--bind", str(private / "sockets"), str(private / "sockets"), "--bind", str(copy or work), str(work)]
     args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", str(work), "--clearenv"]
     for name, value in env.items():
         args += ["--setenv", name, value]
@@ -199,20 +270,24 @@ def command(kernel_cmd: list[str], work: Path, private: Path, readable: tuple[st
 
 
 def sandboxed(kernel_cmd: list[str], launch: dict, connection_file: str, private: Path, spec_env: dict):
-    """``kernel_cmd`` and the launch options (``cwd``, ``env``) of jupyter_client, turned into the sandbox's."""
+    """``kernel_cmd`` and the launch options (``cwd``, ``env``) of jupyter_client, turned into the sandbox's: python
+    with ``-P``, and a private copy of the working folder (``private_copy``) in its place."""
     python = shutil.which(kernel_cmd[0], path=launch.get("env", {}).get("PATH")) or kernel_cmd[0]
     env = kernel_env(launch.get("env") or dict(os.environ), spec_env or {}, python)
     layout = python_layout(python, tuple(sorted(env.items())))
     connection = os.path.realpath(connection_file)
-    work = Path(launch.get("cwd") or private / "work")
-    cmd = command([python, *kernel_cmd[1:]], work, private, outermost([*layout, connection]), env)
+    work = Path(launch.get("cwd") or private / "work").resolve()
+    readable = outermost([*layout, connection])
+    cmd = command([python, "-P", *kernel_cmd[1:]], work, private, readable, env, private_copy(work, private))
     return cmd, {**launch, "cwd": str(work), "env": {"PATH": "/usr/bin:/bin", "LANG": env["LANG"]}}
 
 
 def kernel_said(log: Path, lines: int = 20) -> str:
     """The last ``lines`` of what the kernel (or bwrap) wrote to its log, control characters shown as ``?``."""
     try:
-        text = log.read_bytes()[-20000:].decode(errors="replace")
+        with open(log, "rb") as file:  # the log may be large (up to the fsize limit): read its end only
+            file.seek(max(0, file.seek(0, os.SEEK_END) - 20000))
+            text = file.read().decode(errors="replace")
     except OSError:
         return ""
     shown = "".join(ch if ch.isprintable() or ch == "\n" else "?" for ch in text)
@@ -223,6 +298,7 @@ class _Sandboxed:
     """What makes a jupyter_client kernel manager start its kernel in the sandbox (mixed into both kinds)."""
 
     _private: Path | None = None
+    _work: Path | None = None  # the kernel's working folder on the grader's side (nbgrader's autograded/.../)
 
     async def _async_pre_start_kernel(self, **kw):
         if unsandboxed():
@@ -237,6 +313,7 @@ class _Sandboxed:
         return await super()._async_pre_start_kernel(**kw)
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
+        self._work = Path(kw["cwd"]) if kw.get("cwd") else None
         if self._private is None:
             return await super()._async_launch_kernel(kernel_cmd, **kw)
         kernel_cmd, kw = sandboxed(kernel_cmd, kw, self.connection_file, self._private, self.kernel_spec.env)
@@ -246,6 +323,9 @@ class _Sandboxed:
 
     async def _async_cleanup_resources(self, restart: bool = False):
         await super()._async_cleanup_resources(restart=restart)
+        if not restart and self._work is not None:  # before nbgrader writes, chmods and copies in that folder
+            for removed in scrub(self._work):
+                self.log.warning("removed from the hand-in's folder, which nbgrader must not follow: %s", removed)
         if not restart and self._private is not None:
             if said := kernel_said(self._private / "kernel.log"):
                 self.log.warning("the sandboxed kernel's own output (bwrap, ipykernel):\n%s", said)
@@ -304,16 +384,41 @@ def start_new_kernel(startup_timeout: float = 60, kernel_name: str = "python", *
     return manager, client
 
 
-def before_grading(**_) -> None:
+def refused(notebooks) -> str | None:
+    """Why the hand-in whose notebooks are ``notebooks`` (``submitted/<student>/<assignment>/*.ipynb``) must not be
+    graded: nbgrader would follow a link in it (grading an answer key linked as the notebook, copying one linked as
+    a data file), block on a FIFO, or copy a hard link. None if it holds only plain files and folders."""
+    if not notebooks:
+        return None
+    folder = Path(os.path.abspath(next(iter(notebooks)))).parent
+    for path in (folder.parent, folder):  # the student's folder and the hand-in's
+        if path.is_symlink():
+            return f"{path} is a symbolic link"
+    try:
+        for path, info in plain_entries(folder):
+            if why := unsafe(info):
+                return f"{path} is {why}"
+    except OSError as err:
+        return f"{folder} cannot be read ({err.strerror})"
+    return None
+
+
+def before_grading(notebooks=(), **_) -> None:
     """nbgrader's pre-convert hook, before each hand-in: exit with one line unless the sandbox works (or the grader
-    opted out). A SystemExit, because nbgrader logs and ignores the hook's exceptions."""
+    opted out) and the hand-in's folder holds only plain files and folders. A SystemExit, because nbgrader logs and
+    ignores the hook's exceptions (so the run stops at that hand-in: those graded before it stay graded)."""
     if unsandboxed():
         warn_unsandboxed()
-        return
-    try:
-        check()
-    except SandboxError as err:
-        raise SystemExit(f"nbgrader autograde: error: {err}") from None
+    else:
+        try:
+            check()
+        except SandboxError as err:
+            raise SystemExit(f"nbgrader autograde: error: {err}") from None
+    if why := refused(notebooks):
+        raise SystemExit(
+            f"nbgrader autograde: error: {why}; a hand-in may hold only plain files and folders (nbgrader would "
+            "follow a link): remove it, or the hand-in, from submitted/ and run again"
+        )
 
 
 def configure_nbgrader(c) -> None:

@@ -2,7 +2,11 @@
 ``nbgrader_config.py``): a dishonest hand-in, graded by ``nbgrader autograde`` as a real instructor account (not
 root), can neither read the answer key, the gradebook or another student's hand-in, nor write outside its own
 folder (the instructor's ``~/.bashrc``, a world-readable folder in /tmp), nor leave a process behind, nor see the
-instructor's hub token, nor reach the network. The honest hand-in still gets full marks, the dishonest one its own
+instructor's hub token, nor reach the network. Nor can it make nbgrader, which runs unsandboxed after it, follow a
+link it planted in its folder (the notebook replaced by a link to the gradebook, a link to ``~/.bashrc`` that
+nbgrader would chmod, a FIFO), nor replace the kernel by an ``ipykernel_launcher.py`` of its own. A hand-in whose
+submitted folder holds a link (to the answer key), a FIFO or a hard link stops grading with one line. The honest
+hand-in, which writes and reads back a file in its folder, still gets full marks, the dishonest ones their own
 score. Without ``bwrap``, grading stops before it starts, with one line that says how to fix it.
 
 The instructor's Python is a venv seeded from this run's packages (``venvs.seeded_venv``); the course is a one-task
@@ -16,11 +20,15 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from ptft_helpers import sandbox
 
 from venvs import REPO_ROOT, files_under, random_suffix, seeded_venv, unix_user
 
@@ -69,6 +77,40 @@ def run_the_key():
 attempt("run the key's solution", run_the_key)
 print(json.dumps(report, indent=1))
 """
+# The honest answer writes a file in its working folder and reads it back: the kernel's copy of its folder is its own.
+SCRATCH = "with open('scratch.txt', 'w') as f:\n    f.write('3')\nassert open('scratch.txt').read() == '3'\n"
+# A wrong answer that plants, in its working folder, what nbgrader (unsandboxed, after the kernel) would follow: the
+# notebook that nbgrader writes back replaced by a link to the gradebook, links to the grader's ~/.bashrc and the
+# answer key (which set_permissions would chmod 0444 and generate_feedback copy into feedback/), a FIFO, a hard link.
+PLANTER = """
+import os
+course, home = {course!r}, {home!r}
+os.symlink(f"{{home}}/.bashrc", "bashrc.txt")
+os.symlink(f"{{course}}/source/probe/probe.ipynb", "k.html")
+os.mkfifo("fifo")
+open("data.txt", "w").write("x")
+os.link("data.txt", "hard.txt")
+os.remove("probe.ipynb")
+os.symlink(f"{{course}}/gradebook.db", "probe.ipynb")
+print("planted")
+def add(a, b):
+    return a - b
+"""
+# A wrong answer handed in with an ipykernel_launcher.py that, imported instead of ipykernel's from the working
+# folder, starts a kernel that runs every test cell as `pass`: full marks, unless the real kernel runs.
+FAKE_LAUNCHER = """
+from ipykernel.kernelapp import IPKernelApp
+
+def hide_tests(lines):
+    return ["pass\\n"] if any("assert" in line for line in lines) else lines
+
+class FakeApp(IPKernelApp):
+    def init_shell(self):
+        super().init_shell()
+        self.shell.input_transformers_post.append(hide_tests)
+
+FakeApp.launch_instance()
+"""
 
 
 def notebook(*cells) -> nbformat.NotebookNode:
@@ -97,7 +139,7 @@ def answer_key(marker: str) -> nbformat.NotebookNode:
 
 
 def hand_in(released: Path, folder: Path, answer: str) -> None:
-    """The student version with its solution cell replaced by ``answer``, in ``folder``."""
+    """The student version with its solution cell replaced by ``answer``, in ``folder`` (made here)."""
     nb = nbformat.read(released, as_version=4)
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("solution"):
@@ -187,17 +229,20 @@ def graded():
                 server.setblocking(False)
                 port = server.getsockname()[1]
                 dishonest = ATTEMPTS.format(course=str(course), home=str(home), leak=str(setup["leak"]), port=port)
-                hand_in(
-                    setup["released"],
-                    course / "submitted" / "honest" / ASSIGNMENT,
-                    SOLUTION.format(marker=setup["marker"]),
-                )
-                hand_in(setup["released"], course / "submitted" / "mallory" / ASSIGNMENT, dishonest)
+                submitted = course / "submitted"
+                honest = SCRATCH + SOLUTION.format(marker=setup["marker"])
+                hand_in(setup["released"], submitted / "honest" / ASSIGNMENT, honest)
+                hand_in(setup["released"], submitted / "mallory" / ASSIGNMENT, dishonest)
+                planter = PLANTER.format(course=str(course), home=str(home))
+                hand_in(setup["released"], submitted / "planter" / ASSIGNMENT, planter)
+                hand_in(setup["released"], submitted / "faker" / ASSIGNMENT, "def add(a, b):\n    return a - b\n")
+                (submitted / "faker" / ASSIGNMENT / "ipykernel_launcher.py").write_text(FAKE_LAUNCHER)
                 chown_tree(course, user)
                 setup["before"] = {
                     "key": digest(setup["key"]),
                     "bashrc": digest(home / ".bashrc"),
                     "files": files_under(home),
+                    "modes": {name: (home / name).lstat().st_mode for name in (".bashrc", setup["key"])},
                 }
                 setup["token"] = f"hub-token-{random_suffix()}"
                 setup["done"] = nbgrader(
@@ -244,6 +289,27 @@ def test_the_honest_hand_in_gets_full_marks_and_the_dishonest_one_its_own(graded
     assert done.returncode == 0, done.stderr[-3000:]
     assert score(graded, "honest") == (2, 2)
     assert score(graded, "mallory") == (0, 2)
+    honest = nbformat.reads(autograded(graded, "honest"), as_version=4)  # its scratch file was written and read
+    assert not [o for c in honest.cells for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+def test_nbgrader_follows_no_link_the_hand_in_planted(graded):
+    folder = graded["course"] / "autograded" / "planter" / ASSIGNMENT
+    with nbgrader_api.Gradebook(f"sqlite:///{graded['course'] / 'gradebook.db'}"):  # still a gradebook
+        assert score(graded, "planter") == (0, 2)
+    assert "planted" in autograded(graded, "planter")  # nbgrader wrote its graded notebook, not the gradebook
+    found = {path.name: info for path, info in sandbox.plain_entries(folder)}
+    assert stat.S_ISREG(found[f"{ASSIGNMENT}.ipynb"].st_mode)
+    assert not [name for name, info in found.items() if sandbox.unsafe(info)], sorted(found)
+    assert not {"k.html", "bashrc.txt", "fifo", "hard.txt"} & set(found)  # the kernel's copy went with it
+    home = graded["home"]
+    assert {name: (home / name).lstat().st_mode for name in graded["before"]["modes"]} == graded["before"]["modes"]
+    assert digest(home / ".bashrc") == graded["before"]["bashrc"]
+
+
+def test_a_hand_in_with_its_own_ipykernel_launcher_is_graded_by_the_real_kernel(graded):
+    assert (graded["course"] / "autograded" / "faker" / ASSIGNMENT / "ipykernel_launcher.py").is_file()
+    assert score(graded, "faker") == (0, 2)
 
 
 def test_the_dishonest_hand_in_reads_no_key_gradebook_or_other_hand_in(graded):
@@ -264,7 +330,7 @@ def test_the_dishonest_hand_in_writes_nothing_outside_its_folder(graded):
     assert digest(home / ".bashrc") == before["bashrc"]
     assert digest(graded["key"]) == before["key"]
     new = set(files_under(home)) - set(before["files"])
-    allowed = ("course/autograded/honest/probe/", "course/autograded/mallory/probe/")
+    allowed = tuple(f"course/autograded/{name}/probe/" for name in ("honest", "mallory", "planter", "faker"))
     assert new and all(name.startswith(allowed) for name in new), sorted(new)
     assert not [name for name in files_under(home) if "pwned" in name]
     assert not graded["leak"].exists()
@@ -297,3 +363,77 @@ def test_grading_without_bwrap_stops_with_one_line(graded):
     assert not (course / "autograded" / "late").exists()
     with nbgrader_api.Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         assert "late" not in {s.id for s in gradebook.students}
+
+
+@pytest.mark.parametrize("planted", ["linked notebook", "linked file", "hard link", "fifo"])
+def test_a_submitted_folder_with_a_link_stops_grading_with_one_line(graded, planted):
+    """A hand-in unpacked from an archive may hold links: nbgrader would grade the answer key linked as the notebook,
+    or copy one linked as a data file into the sandbox."""
+    course, student = graded["course"], f"linker-{planted.replace(' ', '-')}"
+    folder = course / "submitted" / student / ASSIGNMENT
+    notebook = folder / f"{ASSIGNMENT}.ipynb"
+    if planted == "linked notebook":
+        folder.mkdir(parents=True)
+        notebook.symlink_to(Path("../../..") / "source" / ASSIGNMENT / notebook.name)
+        assert graded["marker"] in notebook.read_text()  # the answer key
+        bad = notebook
+    else:
+        hand_in(graded["released"], folder, "def add(a, b):\n    return a - b\n")
+        bad = folder / "x.txt"
+        if planted == "linked file":
+            bad.symlink_to(Path("../../..") / "source" / ASSIGNMENT / notebook.name)
+        elif planted == "hard link":  # to a file outside the hand-in
+            os.link(graded["released"], bad)
+        else:
+            os.mkfifo(bad)
+    chown_tree(course / "submitted" / student, graded["user"])
+    done = nbgrader(graded, "autograde", ASSIGNMENT, f"--student={student}", path=graded["path"])
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [done.stderr.strip().splitlines()[-1]], done.stderr[-3000:]
+    assert errors[0].startswith(f"nbgrader autograde: error: {bad} is "), errors
+    assert "Traceback" not in done.stderr
+    assert not (course / "autograded" / student).exists()
+    with nbgrader_api.Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        assert student not in {s.id for s in gradebook.students}
+    shutil.rmtree(folder.parent)
+
+
+def test_the_kernels_folder_is_scrubbed_of_links_fifos_and_hard_links(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("kept")
+    outside.chmod(0o600)
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "plain.txt").write_text("plain")
+    (folder / "sub" / "plain.txt").write_text("plain")
+    (folder / "link.txt").symlink_to(outside)
+    (folder / "dirlink").symlink_to(tmp_path)
+    (folder / "sub" / "link.txt").symlink_to(outside)
+    os.mkfifo(folder / "fifo")
+    os.link(folder / "plain.txt", folder / "hard.txt")
+    removed = sandbox.scrub(folder)
+    assert len(removed) == 6, removed  # both names of the hard-linked file
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == ["sub", "sub/plain.txt"]
+    assert outside.read_text() == "kept" and stat.S_IMODE(outside.stat().st_mode) == 0o600
+
+
+def test_the_kernels_log_is_read_from_its_end(tmp_path):
+    """A kernel may fill its log up to the file size limit: reading its last lines takes no more memory than them."""
+    log = tmp_path / "kernel.log"
+    with open(log, "wb") as file:
+        file.truncate(2 * sandbox.GIB)  # sparse: no disk
+        file.seek(0, os.SEEK_END)
+        file.write(b"\nthe last line\n")
+    code = "import pathlib, sys; from ptft_helpers.sandbox import kernel_said; "
+    code += "print(kernel_said(pathlib.Path(sys.argv[1])))"
+    limit = f"--as={1024**3}"  # less than the log: reading it whole would fail
+    done = subprocess.run(
+        ["/usr/bin/prlimit", limit, "--", sys.executable, "-c", code, str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "the last line"
