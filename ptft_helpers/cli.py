@@ -324,9 +324,12 @@ def _pretrain(args: argparse.Namespace) -> int:
             _pretrain_all(args, world)
         else:
             _pretrain_one(args.dataset, world, **_options(args))
-    finally:
+    except BaseException:
         if world is not None:
-            world.stop()
+            world.stop(wait=False)  # the other ranks may not get to stop()
+        raise
+    if world is not None:
+        world.stop()
     return 0
 
 

@@ -24,6 +24,7 @@ the device ``devices.pick_device`` picks: ``PTFT_DEVICE=cpu`` keeps a GPU machin
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import warnings
 from dataclasses import dataclass
@@ -86,9 +87,15 @@ class World:
             dist.init_process_group(backend, rank=rank, world_size=size, timeout=TIMEOUT)
         return World(rank, size, chosen, backend)
 
-    def stop(self) -> None:
-        """Leave the process group (what torchrun expects of a process before it exits)."""
+    def stop(self, wait: bool = True) -> None:
+        """Leave the process group (what torchrun expects of a process before it exits). With ``wait`` (after
+        success: every rank gets here), once every rank is done and the DDP wrappers that use it are gone: a rank
+        tearing down early sometimes made a gloo rank abort at exit ("terminate called without an active exception",
+        1 launch in 20 of notebook 08's program here)."""
         if dist.is_initialized():
+            if wait:
+                gc.collect()  # DDP wrappers left in reference cycles
+                dist.barrier()
             dist.destroy_process_group()
 
     def check_batch(self, batch_size: int) -> None:
