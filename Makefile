@@ -46,7 +46,7 @@ test: $(VENV)/.installed-dev data
 	OMP_NUM_THREADS=1 PTFT_FAST=1 $(PY) -m pytest -n 2 --dist loadfile --durations=10 --nbval-lax \
 	  --nbval-sanitize-with notebooks/sanitize.cfg $(NOTEBOOKS) $(PYTEST_ARGS) || [ $$? = 5 ]  # 5: -k chose none
 
-# The notebooks' second run, on other CPU kernels (README, "Any CPU"; .ci/run runs it after `make test`), so that an
+# The notebooks' second run, on other CPU kernels (docs/setup.md, "Any CPU"; .ci/run runs it after `make test`), so that an
 # assert that holds only on this CPU's kernels fails here: on a CPU with AVX-512 (Intel Xeon), the kernels of an
 # AVX2 CPU (AMD EPYC); on one without, PyTorch's plain C++ kernels and MKL and oneDNN held to AVX (no fused
 # multiply-add). tests/test_colab.py and tests/test_installed.py run some notebooks with the same variables; this
@@ -78,13 +78,13 @@ assignments: $(VENV)/.installed-teach
 	$(NBGRADER) generate_assignment "*" --force
 
 ## autograde: grade every hand-in in nbgrader/submitted/<student>/<assignment>/ into the gradebook, each in a
-## sandbox (bubblewrap, set up by nbgrader_config.py; docs/teaching.md); first check, in the Jupyter kernel the grader
+## sandbox (bubblewrap, set up by nbgrader_config.py; docs/classroom.md); first check, in the Jupyter kernel the grader
 ## uses, that it can load the data (else a hand-in would lose points quietly)
 autograde: $(VENV)/.installed-teach data
 	$(PY) -m ptft_helpers data --check --kernel python3
 	$(NBGRADER) autograde "*"
 
-## book: build the website (README, notebooks with their outputs, teacher's guide) into _build/html/
+## book: build the website (README, notebooks with their outputs, the pages in docs/) into _build/html/
 ## (for a site under a sub-path, e.g. GitHub Pages: BASE_URL=/<repository> make book)
 book: $(VENV)/.installed-dev
 	$(VENV)/bin/jupyter-book build --html --ci
@@ -94,8 +94,8 @@ book: $(VENV)/.installed-dev
 checkpoints: data
 	PTFT_FAST=0 $(PY) -m ptft_helpers pretrain --all
 
-## classroom: set up a JupyterHub for a class on this machine, as root (docs/teaching.md, "Run a class on one
-## server"): ROSTER=roster.csv, and optionally CLASSROOM=/opt/ptft CLASS_PORT=8000 CLASS_IP=127.0.0.1, and the
+## classroom: set up a JupyterHub for a class on this machine, as root (docs/classroom.md, "A JupyterHub for the
+## class"): ROSTER=roster.csv, and optionally CLASSROOM=/opt/ptft CLASS_PORT=8000 CLASS_IP=127.0.0.1, and the
 ## proxy's API port and the hub's own port, CLASS_PROXY_API_PORT and CLASS_HUB_PORT (CLASS_PORT + 1 and + 2)
 CLASSROOM ?= /opt/ptft
 CLASS_PORT ?= 8000

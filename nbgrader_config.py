@@ -1,4 +1,4 @@
-"""nbgrader configuration for the ptft exercises (docs/teaching.md, "Grading").
+"""nbgrader configuration for the ptft exercises (docs/teaching.md, "Graded exercises").
 
 The course folder is ``nbgrader/``: ``source/`` (committed, with solutions and hidden tests),
 ``release/`` (student versions, from ``make assignments``), ``submitted/<student>/<assignment>/``
@@ -17,7 +17,7 @@ c.CourseDirectory.root = str(COURSE)
 c.CourseDirectory.db_url = f"sqlite:///{COURSE / 'gradebook.db'}"
 # Each assignment runs in seconds; a cell that takes two minutes is stuck.
 c.Execute.timeout = 120
-# Every hand-in runs in a sandbox (ptft_helpers/sandbox.py; docs/teaching.md, "What the grading sandbox protects"):
+# Every hand-in runs in a sandbox (ptft_helpers/sandbox.py; docs/classroom.md, "What the grading sandbox protects"):
 # it sees no answer key, gradebook, other hand-in or home, and writes only its own folder in autograded/. Closed on
 # failure: nbgrader would log an error in this file and go on grading without the sandbox.
 try:

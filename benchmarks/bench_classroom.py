@@ -8,8 +8,8 @@ roster's students in with the initial passwords in ``<prefix>/passwords.csv``):
     /opt/ptft/venv/bin/python benchmarks/bench_classroom.py --prefix /opt/ptft --students 4
     /opt/ptft/venv/bin/python benchmarks/bench_classroom.py --notebook 00_setup_and_data --fast
 
-It prints a Markdown table and writes the numbers to ``benchmarks/classroom-<notebook>.json`` (docs/teaching.md,
-"Run a class on one server", quotes the runs stored there). Memory is the resident memory of all of a student's
+It prints a Markdown table and writes the numbers to ``benchmarks/classroom-<notebook>.json`` (docs/classroom.md,
+"What each student costs", quotes the runs stored there). Memory is the resident memory of all of a student's
 processes (server and kernel), sampled every 0.25 s; CPU time is theirs during the run. Students' servers stay up
 afterwards (the idle culler stops them). Time on a quiet machine: other work on the cores makes every number worse.
 """

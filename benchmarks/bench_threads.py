@@ -1,4 +1,4 @@
-"""How many threads should each kernel use when a class shares a few cores? (docs/teaching.md)
+"""How many threads should each kernel use when a class shares a few cores? (docs/classroom.md)
 
 Starts N copies of the same training job at once (one epoch of autoencoder pretraining on the first
 30,000 Fashion-MNIST images, on the CPU), each with ``OMP_NUM_THREADS`` = 1 or 2, and reports how

@@ -44,6 +44,7 @@ RECORD = REPO_ROOT / "results" / "notebook_times.csv"
 FIELDS = ["notebook", "mode", "seconds", "cpu", "threads", "cpu_busy_before", "date", "code_version"]
 MARKER = re.compile(r"(<!-- notebook-times -->\n).*?(<!-- /notebook-times -->)", re.DOTALL)
 RUN_TIME = re.compile(r"^\*\*Run time:\*\*.*$", re.MULTILINE)
+DOCS = ("README.md", "docs/teaching.md")  # the pages with a run-time table between the markers
 
 
 def notebooks() -> list[Path]:
@@ -189,7 +190,7 @@ def write_prose(record: dict[str, dict[str, dict]]) -> None:
         rewritten = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
         if rewritten != text:
             path.write_text(rewritten, encoding="utf-8")
-    for doc in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "teaching.md"):
+    for doc in (REPO_ROOT / name for name in DOCS):
         text = doc.read_text(encoding="utf-8")
         if not MARKER.search(text):
             raise SystemExit(f"{doc.name} has no <!-- notebook-times --> markers")

@@ -64,7 +64,7 @@ c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"
 c.Spawner.environment = {
     "PATH": f"{venv_bin}:/usr/bin:/bin",  # nbgrader runs alembic from PATH: the environment's bin/ comes first
-    "OMP_NUM_THREADS": "1",  # many kernels on few cores: one thread each (docs/teaching.md measures why)
+    "OMP_NUM_THREADS": "1",  # many kernels on few cores: one thread each (docs/classroom.md measures why)
     "PTFT_DATA": str(prefix / "data"),
     "PTFT_PROGRESS": "0",
 }

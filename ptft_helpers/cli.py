@@ -116,13 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch",
         choices=["mlp", "conv", "smallconv"],
         default=None,
-        help="architecture (default: mlp; smallconv, the only choice, for --pretext simclr)",
+        help="architecture (default: mlp; smallconv, SimCLR's encoder: the only choice for --pretext simclr)",
     )
     p.add_argument(
         "--latent-dim",
         type=_positive_int,
         default=None,
-        help="length of the code z (default: 32); for simclr, of the projection (default: 64)",
+        help="length of the code z (default: 32; smallconv: 64 x channels); simclr: of the projection (default: 64)",
     )
     p.add_argument(
         "--hidden-dim",
@@ -356,10 +356,11 @@ def _pretrain_all(args: argparse.Namespace, world: World | None) -> None:
 def _options(args: argparse.Namespace) -> dict:
     """``load_or_pretrain``'s options from the command line (SimCLR's architecture and sizes by default)."""
     simclr = args.pretext == "simclr"
+    arch = args.arch or ("smallconv" if simclr else "mlp")
     return {
         "pretext": args.pretext,
-        "arch": args.arch or ("smallconv" if simclr else "mlp"),
-        "latent_dim": args.latent_dim or (64 if simclr else 32),
+        "arch": arch,
+        "latent_dim": args.latent_dim or (64 if simclr else None if arch == "smallconv" else 32),
         "hidden_dim": args.hidden_dim,
         "seed": args.seed,
         "path": args.out,

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .data import to_inputs
 from .devices import autocast, grad_scaler, pick_device
 from .distributed import World, gather_rows, global_batch_norm
-from .models import IMAGE_SHAPE
+from .models import IMAGE_SHAPE, Autoencoder
 from .seeding import seeded
 from .settings import pick
 from .training import History, TrainingDiverged, _batches, _progress, adam, check_learning_rate, end_epoch
@@ -39,7 +39,8 @@ AUGMENT_DEFAULTS = {
 
 
 def contrastive_settings() -> dict:
-    """The SimCLR recipe of notebook 06 for ``pretrained.load_or_pretrain`` (smaller in fast mode, same code path)."""
+    """The SimCLR recipe of notebook 06 for ``pretrained.load_or_pretrain`` (smaller in fast mode, same code path);
+    less the temperature, also the budget of 06's control, an autoencoder on the same encoder."""
     return {"epochs": pick(30, 2), "train_size": pick(60000, 512), "lr": 1e-3, "batch_size": 256, "temperature": 0.2}
 
 
@@ -117,12 +118,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
 
 
 class SmallConvEncoder(nn.Module):
-    """x (N, 1, 28, 28) -> code (N, 64C): three strided convolutions with batch norm; the code is the final
-    (4C, 4, 4) feature map, flattened.
+    """x (N, 1, 28, 28) -> map (N, 64C): three strided convolutions with batch norm; the output is the final
+    (4C, 4, 4) feature map, flattened, C = ``channels``.
 
     About 2 million multiply-adds per image (C = 32), so a 2-core CPU pretrains on thousands of views per second.
-    The code keeps *where* each feature is (a 4 x 4 grid): averaging over positions, as large networks do, costs
-    a linear probe at 100 labels several points here (notebook 06).
+    The map keeps *where* each feature is (a 4 x 4 grid); SimCLR's usual code averages it over the positions (4C
+    numbers, as large networks do). Notebook 06 probes both: it chose the map after a draft run's results.
     """
 
     def __init__(self, channels: int = 32):
@@ -172,16 +173,50 @@ class SimCLR(nn.Module):
         return self.head(self.encoder(x))
 
 
+class SmallConvDecoder(nn.Module):
+    """code (N, 64C) -> x_hat (N, 784): the ``SmallConvEncoder`` mirrored, three transposed convolutions
+    (4 x 4 -> 7 x 7 -> 14 x 14 -> 28 x 28). The decoder of notebook 06's control, an autoencoder on SimCLR's encoder."""
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        positive_int(channels, "channels")
+        c = channels
+        self.config = {"arch": "smallconv", "channels": c}
+        self.upsample = nn.Sequential(
+            nn.Unflatten(1, (4 * c, 4, 4)),  # (N, 64C) -> (N, 4C, 4, 4)
+            nn.ConvTranspose2d(4 * c, 2 * c, 3, stride=2, padding=1, bias=False),  # -> (N, 2C, 7, 7)
+            nn.BatchNorm2d(2 * c),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False),  # -> (N, C, 14, 14)
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c, 1, 4, stride=2, padding=1),  # -> (N, 1, 28, 28)
+            nn.Flatten(),  # -> (N, 784)
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.upsample(z)
+
+
 def build_simclr(channels: int = 32, projection_dim: int = 64) -> SimCLR:
     """An untrained SimCLR model around a ``SmallConvEncoder``."""
     return SimCLR(SmallConvEncoder(channels), projection_dim)
 
 
-def simclr_from_config(config: dict) -> SimCLR:
-    """Rebuild an untrained SimCLR model from ``model.config`` (as stored in checkpoints)."""
+def build_conv_autoencoder(channels: int = 32) -> Autoencoder:
+    """An untrained autoencoder on SimCLR's own encoder (``SmallConvEncoder``, code of 64C numbers) and a mirrored
+    decoder: notebook 06's control, the same architecture and code as SimCLR with a reconstruction pretext."""
+    return Autoencoder(SmallConvEncoder(channels), SmallConvDecoder(channels))
+
+
+def simclr_from_config(config: dict) -> SimCLR | Autoencoder:
+    """Rebuild an untrained model on the ``SmallConvEncoder`` from ``model.config`` (as stored in checkpoints):
+    SimCLR when the config has a ``projection_dim``, else the autoencoder control (``build_conv_autoencoder``)."""
     if config.get("arch") != "smallconv":
-        raise ValueError(f"Not a SimCLR configuration: {config!r}.")
-    return build_simclr(config["channels"], config["projection_dim"])
+        raise ValueError(f"Not a configuration of SimCLR's encoder: {config!r}.")
+    if "projection_dim" in config:
+        return build_simclr(config["channels"], config["projection_dim"])
+    return build_conv_autoencoder(config["channels"])
 
 
 def pretrain_contrastive(
@@ -321,10 +356,10 @@ def train_augmented(
 ) -> History:
     """Train a ``models.Classifier`` with cross-entropy on augmented views of the labelled ``images``.
 
-    Before training and every ``eval_every`` steps the accuracy on ``val=(images, labels)`` is recorded; at the end
-    the classifier gets back the weights of its best validation check (early stopping chosen on validation data,
-    never on test).
-    ``encoder_lr`` (default ``lr``) is the encoder's learning rate. Returns ``step``, ``val_acc`` and
+    Before training and every ``eval_every`` steps the accuracy and cross-entropy on ``val=(images, labels)`` are
+    recorded; at the end the classifier gets back the weights of its best validation check (early stopping chosen
+    on validation data, never on test): the highest accuracy, ties broken by the lower cross-entropy.
+    ``encoder_lr`` (default ``lr``) is the encoder's learning rate. Returns ``step``, ``val_acc``, ``val_loss`` and
     ``train_loss`` (mean over the steps since the last check; NaN at step 0) per check, and the chosen ``best_step``.
     """
     positive_int(steps, "steps")
@@ -343,19 +378,20 @@ def train_augmented(
     ]
     optimizer = adam(groups, lr, device)
     generator = torch.Generator().manual_seed(seed)
-    history: History = {"step": [], "val_acc": [], "train_loss": [], "best_step": []}
+    history: History = {"step": [], "val_acc": [], "val_loss": [], "train_loss": [], "best_step": []}
 
-    def val_accuracy() -> float:
+    def check(step: int, train_loss: float) -> tuple[float, float]:
+        """Record the validation accuracy and cross-entropy now; return (accuracy, minus the cross-entropy)."""
         classifier.eval()
         with torch.no_grad():
-            acc = float((classifier(val_x).argmax(1) == val_y).float().mean())
+            logits = classifier(val_x)
         classifier.train()
-        return acc
+        acc, val_loss = float((logits.argmax(1) == val_y).float().mean()), float(F.cross_entropy(logits, val_y))
+        for key, value in (("step", step), ("val_acc", acc), ("val_loss", val_loss), ("train_loss", train_loss)):
+            history[key].append(value)
+        return acc, -val_loss
 
-    best = (val_accuracy(), 0, copy.deepcopy(classifier.state_dict()))  # step 0: where it starts (e.g. a probe)
-    history["step"].append(0)
-    history["val_acc"].append(best[0])
-    history["train_loss"].append(float("nan"))
+    best = (check(0, float("nan")), 0, copy.deepcopy(classifier.state_dict()))  # step 0: where it starts
     losses: list[torch.Tensor] = []
     batches: list[torch.Tensor] = []
     for step in range(1, steps + 1):
@@ -368,16 +404,13 @@ def train_augmented(
         optimizer.step()
         losses.append(loss.detach())
         if step % eval_every == 0 or step == steps:
-            acc = val_accuracy()
             mean_loss = float(torch.stack(losses).mean())
             if not math.isfinite(mean_loss):
                 raise TrainingDiverged(step, None, lr, history)
-            history["step"].append(step)
-            history["val_acc"].append(acc)
-            history["train_loss"].append(mean_loss)
+            score = check(step, mean_loss)
             losses = []
-            if acc > best[0]:
-                best = (acc, step, copy.deepcopy(classifier.state_dict()))
+            if score > best[0]:
+                best = (score, step, copy.deepcopy(classifier.state_dict()))
     classifier.load_state_dict(best[2])
     classifier.eval()
     history["best_step"] = [best[1]]
@@ -399,8 +432,9 @@ def augmented_trial(
 ) -> dict:
     """One trial of a network trained on augmented views: ``train_augmented`` on the ``labelled`` images at each
     learning rate (a fresh ``make_classifier()`` per rate, made under ``seed``; early stopping on the ``val``
-    images); the rate with the best validation check is scored on ``test = (images, labels)`` once.
-    Returns the chosen ``lr`` and ``best_step``, its ``val_acc`` and ``test_acc``."""
+    images); the rate with the best validation check (accuracy, ties broken by the lower cross-entropy) is scored on
+    ``test = (images, labels)`` once. Returns the chosen ``lr`` and ``best_step``, its ``val_acc``, ``val_loss`` and
+    ``test_acc``."""
     best = None
     for lr in lrs:
         with seeded(seed):
@@ -415,11 +449,13 @@ def augmented_trial(
             lr=lr,
             seed=seed,
         )
-        if best is None or max(history["val_acc"]) > best[0]:  # first best on ties: the smaller rate
-            best = (max(history["val_acc"]), lr, history["best_step"][0], classifier)
-    val_acc, lr, step, classifier = best
+        chosen = history["step"].index(history["best_step"][0])
+        score = (history["val_acc"][chosen], -history["val_loss"][chosen])  # equal scores: the earlier rate
+        if best is None or score > best[0]:
+            best = (score, lr, history["best_step"][0], classifier)
+    (val_acc, minus_loss), lr, step, classifier = best
     device = next(classifier.parameters()).device  # where train_augmented put it: a GPU when there is one
     with torch.no_grad():
         predicted = classifier(to_inputs(test[0], device)).argmax(1).cpu()
     test_acc = float((predicted == test[1]).float().mean())
-    return {"lr": lr, "best_step": step, "val_acc": val_acc, "test_acc": test_acc}
+    return {"lr": lr, "best_step": step, "val_acc": val_acc, "val_loss": -minus_loss, "test_acc": test_acc}

@@ -11,7 +11,7 @@ test set scores that one choice, once. The methods:
   for every pretrained encoder and for a random, untrained one;
 - ``pixels``: a linear head on the raw pixels (logistic regression); ``PCA32``: on 32 principal components.
 
-Networks (scratch, fine-tune) are trained with Adam at 3 learning rates for the same number of steps, with early
+Networks (scratch, fine-tune) are trained with Adam at 4 learning rates for the same number of steps, with early
 stopping, many at once (``sweep.train_stack``; ``network_jobs``, ``run_sweep``). Linear heads are a convex
 problem and are fitted exactly, as in every notebook of the series: logistic regression with L-BFGS at each weight
 decay of ``probes.WEIGHT_DECAYS``, on features standardised with the unlabelled images' statistics
@@ -48,7 +48,7 @@ from .training import PRETEXTS as PRETEXTS  # the notebooks read experiments.PRE
 from .training import corrupt
 from .validation import positive_int
 
-WHOLE_LRS = (3e-4, 1e-3, 3e-3)  # networks (scratch, fine-tune, and 06's conv nets): Adam learning rates tried
+WHOLE_LRS = (3e-4, 1e-3, 3e-3, 1e-2)  # networks (scratch, fine-tune, and 06's conv nets): Adam learning rates tried
 NETWORKS = ("scratch", "fine-tune")
 LINEAR_HEADS = ("probe code", "probe hidden", "pixels", "PCA32")
 
@@ -236,6 +236,7 @@ def probe_rows(
                 **extra,
                 "weight_decay": chosen["weight_decay"],
                 "val_acc": chosen["val_acc"],
+                "val_loss": chosen["val_loss"],
                 "test_acc": chosen["test_acc"],
                 "seconds": time.perf_counter() - start,
             }

@@ -179,8 +179,8 @@ def autoencoder_from_config(config: dict) -> Autoencoder:
     """Rebuild an untrained autoencoder from ``model.config`` (as stored in checkpoints)."""
     if config.get("arch") == "smallconv":
         raise ValueError(
-            "This checkpoint holds a SimCLR encoder (pretext simclr, notebook 06), not an autoencoder: "
-            "load it with pretrained.load_or_pretrain(arch='smallconv', pretext='simclr')."
+            "This checkpoint holds a model on SimCLR's encoder (arch smallconv, notebook 06: SimCLR or its autoencoder "
+            "control): load it with checkpoints.load_pretrained or pretrained.load_or_pretrain(arch='smallconv', ...)."
         )
     try:
         return build_autoencoder(config["arch"], config["latent_dim"], config["hidden_dim"], config["input_dim"])

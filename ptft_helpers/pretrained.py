@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 
 from .checkpoints import load_checkpoint, load_weights, model_from_config, save_checkpoint
-from .contrastive import build_simclr, contrastive_settings, pretrain_contrastive
+from .contrastive import build_conv_autoencoder, build_simclr, contrastive_settings, pretrain_contrastive
 from .data import dataset_info, load
 from .distributed import RankError, World
 from .models import Autoencoder, build_autoencoder
@@ -70,7 +70,8 @@ def series_encoders() -> list[dict]:
             for p in PRETEXTS
             for run in range(protocol().pretrain_runs)
         ),  # 05 and 09: each pretext's runs; 06 and 07 load masked-rescaled run 0 too
-        {"pretext": "simclr", "arch": "smallconv", "hidden_dim": 32, "latent_dim": 64},  # 06 and 07: 30 epochs
+        {"pretext": "simclr", "arch": "smallconv", "channels": 32, "projection_dim": 64},  # 06 and 07: 30 epochs
+        {"pretext": "plain", "arch": "smallconv", "channels": 32},  # 06's control: SimCLR's encoder and budget
     ]
 
 
@@ -79,19 +80,23 @@ def pretrain_settings() -> dict:
     return {"epochs": pick(20, 2), "train_size": pick(60000, 6000), "lr": 1e-3, "batch_size": 128}
 
 
-def _build(arch: str, latent_dim: int, hidden_dim: int | None, pretext: str) -> torch.nn.Module:
+def _build(arch: str, latent_dim: int | None, hidden_dim: int | None, pretext: str) -> torch.nn.Module:
     """An untrained model for ``pretext``: SimCLR (arch "smallconv", hidden_dim = channels, latent_dim = projection
-    size) for "simclr", else an autoencoder."""
+    size) for "simclr"; else an autoencoder, on SimCLR's encoder for arch "smallconv" (its code: 64 x channels
+    numbers, so no latent_dim to give)."""
     if pretext == "simclr":
         if arch != "smallconv":
             raise ValueError(f"The simclr pretext trains the 'smallconv' encoder, not {arch!r}: pass arch='smallconv'.")
-        return build_simclr(hidden_dim or 32, latent_dim)
+        return build_simclr(32 if hidden_dim is None else hidden_dim, 64 if latent_dim is None else latent_dim)
     if arch == "smallconv":
-        raise ValueError(
-            f"The 'smallconv' encoder is trained with pretext='simclr' only, not {pretext!r}: "
-            "for an autoencoder choose arch 'mlp' or 'conv'."
-        )
-    return build_autoencoder(arch, latent_dim, hidden_dim)
+        model = build_conv_autoencoder(32 if hidden_dim is None else hidden_dim)
+        if latent_dim not in (None, model.encoder.latent_dim):
+            raise ValueError(
+                f"The 'smallconv' autoencoder's code is 64 x channels = {model.encoder.latent_dim} numbers, not "
+                f"{latent_dim}: leave latent_dim out and choose channels."
+            )
+        return model
+    return build_autoencoder(arch, 32 if latent_dim is None else latent_dim, hidden_dim)
 
 
 def checkpoint_name(
@@ -167,9 +172,16 @@ def _load_matching(path: Path, wanted: dict, config: dict) -> Pretrained | None:
     return Pretrained(model, meta, path)
 
 
-def _recipe(pretext: str, recipe: dict) -> dict:
-    """``pretrain_settings()`` (``contrastive_settings()`` for SimCLR) with ``recipe``'s overrides."""
-    defaults = contrastive_settings() if pretext == "simclr" else pretrain_settings()
+def _recipe(pretext: str, arch: str, recipe: dict) -> dict:
+    """``pretrain_settings()`` with ``recipe``'s overrides; for SimCLR's encoder (arch "smallconv"),
+    ``contrastive_settings()``: SimCLR's own recipe, and the same budget (epochs, images, batch, learning rate) for
+    an autoencoder on that encoder, less the temperature it has no use for."""
+    if arch == "smallconv":
+        defaults = contrastive_settings()
+        if pretext != "simclr":
+            defaults.pop("temperature")
+    else:
+        defaults = pretrain_settings()
     if unknown := set(recipe) - set(defaults):
         raise ValueError(f"Unknown pretraining setting(s) {sorted(unknown)}; use {sorted(defaults)}.")
     return {**defaults, **recipe}
@@ -179,8 +191,10 @@ def load_or_pretrain(
     dataset: str = "fashion-mnist",
     *,
     arch: str = "mlp",
-    latent_dim: int = 32,
+    latent_dim: int | None = None,
     hidden_dim: int | None = None,
+    channels: int | None = None,
+    projection_dim: int | None = None,
     pretext: str = "plain",
     seed: int = 0,
     path: str | Path | None = None,
@@ -193,10 +207,16 @@ def load_or_pretrain(
 ) -> Pretrained:
     """Return a pretrained encoder's model: loaded if a matching checkpoint exists, else trained and saved.
 
+    Sizes: ``latent_dim`` (default 32) is the code's length and ``hidden_dim`` the hidden units (mlp) or first
+    channels (conv). SimCLR's encoder (arch "smallconv") is sized by ``channels`` (default 32; its code, the one a
+    probe reads, is the 4 x 4 map of 4 x channels, 64 x channels numbers) and, for SimCLR, ``projection_dim``
+    (default 64), the length of the projection head's output that NT-Xent compares. Their checkpoint names keep the
+    order arch-hidden-latent: channels, then the projection size (SimCLR) or the code's length (an autoencoder).
     ``path`` pins the checkpoint file; by default it is looked for, and saved, as the module docstring says.
     ``retrain=True`` trains (and saves) even when a matching checkpoint exists.
     ``recipe`` overrides ``pretrain_settings()`` (epochs, train_size, lr, batch_size); for ``pretext="simclr"``
-    (``arch="smallconv"``, notebook 06) it overrides ``contrastive.contrastive_settings()`` (also temperature).
+    (``arch="smallconv"``, notebook 06) it overrides ``contrastive.contrastive_settings()`` (also temperature), the
+    recipe an autoencoder on that encoder shares (less the temperature).
     Returns ``Pretrained(model, metadata, path)``; the metadata holds the training history, so plots
     work whether it was loaded or trained. Safe with a read-only data folder and with several processes.
     ``world`` (``distributed.World``, under torchrun): every rank trains its shard of each batch; only rank 0 takes
@@ -205,11 +225,14 @@ def load_or_pretrain(
     ``experiments.load_or_pretrain_on_subset``) skips the test pass after each epoch: no test loss in the history.
     Every checkpoint gets the same metadata (``checkpoints.REQUIRED_METADATA``), whichever way it was trained.
     """
-    settings = _recipe(pretext, recipe)
+    hidden_dim, latent_dim = _named_sizes(arch, pretext, hidden_dim, latent_dim, channels, projection_dim)
+    settings = _recipe(pretext, arch, recipe)
     dataset = dataset_info(dataset).name
     with seeded(seed):  # checks the sizes before anything is loaded; the caller's random state stays as it was
-        config = _build(arch, latent_dim, hidden_dim, pretext).config
+        model = _build(arch, latent_dim, hidden_dim, pretext)
+    config = model.config
     hidden_dim = config.get("hidden_dim", config.get("channels"))  # the architecture's default when not given
+    latent_dim = config.get("latent_dim", config.get("projection_dim", model.encoder.latent_dim))
     wanted = {"dataset": dataset, "pretext": pretext, "seed": seed, **settings}
     epochs, size = settings["epochs"], settings["train_size"]
     name = checkpoint_name(
@@ -221,6 +244,27 @@ def load_or_pretrain(
     target = candidates[0] if path is not None else writable_checkpoint_dir() / name
     training = {"device": device, "progress": progress, "test_every_epoch": test_every_epoch}
     return _train_and_save(target, wanted, config, world, retrain, **training)
+
+
+def _named_sizes(
+    arch: str,
+    pretext: str,
+    hidden_dim: int | None,
+    latent_dim: int | None,
+    channels: int | None,
+    projection_dim: int | None,
+) -> tuple[int | None, int | None]:
+    """``hidden_dim`` and ``latent_dim`` as ``_build`` and the checkpoint names take them: ``channels`` is the
+    first convolution's channels (conv, smallconv), ``projection_dim`` SimCLR's projection size."""
+    if channels is not None:
+        if arch == "mlp" or hidden_dim is not None:
+            raise ValueError("channels size a conv encoder ('conv' or 'smallconv'), and replace hidden_dim: give one.")
+        hidden_dim = channels
+    if projection_dim is not None:
+        if pretext != "simclr" or latent_dim is not None:
+            raise ValueError("projection_dim sizes SimCLR's projection head (pretext 'simclr'): not with latent_dim.")
+        latent_dim = projection_dim
+    return hidden_dim, latent_dim
 
 
 def _find(candidates: list[Path], wanted: dict, config: dict, world: World | None) -> Pretrained | None:

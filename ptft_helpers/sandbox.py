@@ -10,7 +10,8 @@ home, nor the grader's environment (a hub token): the environment is cleared to 
 processes, detached ones too, die with it (its own PID namespace); it has no network (its ZMQ sockets are Unix
 sockets in a private folder); ``prlimit`` caps its memory, CPU time, file sizes and process count (``LIMITS``).
 Python runs it with ``-P`` (``PYTHONSAFEPATH``): a hand-in's ``ipykernel_launcher.py`` or ``numpy.py`` is never
-imported in place of the real one. docs/teaching.md says what this protects, and what not.
+imported in place of the real one. docs/classroom.md ("What the grading sandbox protects") says what this
+protects, and what not.
 
 ``nbgrader_config.py`` calls ``configure_nbgrader(c)``: autograde's Execute step becomes ``SandboxedExecute``, whose
 kernels are ``SandboxedKernelManager`` s, and every hand-in is preceded by a check that bubblewrap works and that
@@ -36,7 +37,7 @@ import weakref
 from pathlib import Path
 
 GIB = 1024**3
-# What the kernel may use (prlimit; docs/teaching.md has the measurements): address space (importing the CUDA build
+# What the kernel may use (prlimit; docs/classroom.md has the measurements): address space (importing the CUDA build
 # of PyTorch alone maps 3.2 GB), CPU seconds, the largest file it may write, processes and threads, open files.
 LIMITS = {"as": 8 * GIB, "cpu": 300, "fsize": GIB, "nproc": 256, "nofile": 1024, "core": 0}
 TMPFS_BYTES = 256 * 1024**2  # each of /tmp, the home and /dev/shm: memory, so bounded too

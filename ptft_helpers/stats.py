@@ -117,6 +117,13 @@ def cluster_means(values: Sequence[float], clusters: Sequence) -> list[float]:
     return [statistics.fmean(groups[c]) for c in sorted(groups)]
 
 
+def run_interval(a: Mapping[int, float], b: Mapping[int, float], runs: int, confidence: float = 0.95) -> Interval:
+    """The paired difference ``a - b`` (both keyed by label draw s) counted once per pretraining run: the mean
+    difference within each run (draw s uses run ``s % runs``), then a t interval over those ``runs`` means."""
+    diffs = paired_differences(a, b)
+    return t_interval(cluster_means(diffs, [s % runs for s in sorted(a)]), confidence)
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm-adjusted p-values (step-down, family-wise error control), in the input's order.
 

@@ -1,4 +1,4 @@
-"""The notebooks' second run, on other CPU kernels (README, "Any CPU"): which kernels, and which notebooks get it
+"""The notebooks' second run, on other CPU kernels (docs/setup.md, "Testing"): which kernels, and which notebooks get it
 inside the Colab and installed-package tests. The Makefile's test-kernels reads both from here (so there is one
 list), and runs the other notebooks:
 

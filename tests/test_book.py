@@ -100,7 +100,8 @@ def test_every_page_is_there(site):
         p for p in pages if any(p.endswith(nb.stem.split("_", 1)[1].replace("_", "-")) for nb in NOTEBOOKS)
     ]
     assert len(notebook_pages) == len(NOTEBOOKS), (pages, [nb.name for nb in NOTEBOOKS])
-    assert any(p.endswith("teaching") for p in pages), pages
+    for guide in sorted((REPO_ROOT / "docs").glob("*.md")):  # the guides and the results page
+        assert any(p.endswith(guide.stem) for p in pages), (guide.name, pages)
     for page in pages:
         assert status(base + page) == 200, page
 

@@ -24,6 +24,7 @@ AUTOENCODERS = {  # kind -> load_or_pretrain's options
     "denoising": {"pretext": "denoising"},
     "masked, conv": {"pretext": "masked", "arch": "conv", "hidden_dim": 4},
     "masked-rescaled": {"pretext": "masked-rescaled"},
+    "plain, smallconv": {"pretext": "plain", "arch": "smallconv", "channels": 4},  # 06's control
 }
 SIMCLR = {"pretext": "simclr", "arch": "smallconv", "hidden_dim": 8, "latent_dim": 16, "batch_size": 64}
 SIMCLR_RECIPE = {"epochs": 2, "train_size": 1024}  # 32 steps: its test loss is then clearly below chance

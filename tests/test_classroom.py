@@ -10,7 +10,7 @@ tests fails when its protection is taken away.
 The shared environment is seeded from this test run's own packages (``venvs.seeded_venv``, so that PyTorch is not
 copied again); ``setup`` then installs the package into it with pip, as on a real server. Encoders are not
 pretrained (``--no-checkpoints``): notebook 00 and exercise 01 need none. Memory and CPU per student are written
-to ``test-artifacts/classroom.json`` (docs/teaching.md quotes a run of this test). The accounts are new, with
+to ``test-artifacts/classroom.json`` (docs/classroom.md quotes a run of this test). The accounts are new, with
 names nobody chose (``venvs.unused_name``), and only those that ``setup`` made are removed afterwards.
 """
 

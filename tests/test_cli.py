@@ -88,7 +88,7 @@ def test_every_option_has_help_with_its_default():
         (["pretrain", "--dataset", "cifar10"], ["unknown dataset 'cifar10'", "fashion-mnist, mnist"]),
         (["data", "--dataset", "cifar10"], ["unknown dataset 'cifar10'"]),
         (["pretrain", "--arch", "resnet"], ["--arch", "'resnet'"]),
-        (["pretrain", "--arch", "smallconv"], ["'smallconv' encoder is trained with pretext='simclr' only"]),
+        (["pretrain", "--arch", "smallconv", "--latent-dim", "32"], ["code is 64 x channels = 2048 numbers, not 32"]),
         (["pretrain", "--pretext", "simclr", "--arch", "mlp"], ["pass arch='smallconv'"]),
         (["pretrain", "--bogus"], ["unrecognized arguments: --bogus"]),
         ([], ["required: command"]),

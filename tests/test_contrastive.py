@@ -11,6 +11,8 @@ import torch
 from ptft_helpers.contrastive import (
     SmallConvEncoder,
     augment,
+    augmented_trial,
+    build_conv_autoencoder,
     build_simclr,
     contrastive_settings,
     embed,
@@ -105,6 +107,54 @@ def test_encoder_and_projection_shapes():
     assert simclr_from_config(model.config).config == model.config
     with pytest.raises(ValueError, match="channels"):
         SmallConvEncoder(0)
+
+
+def test_the_conv_autoencoder_shares_simclrs_encoder_and_code():
+    autoencoder, simclr = build_conv_autoencoder(channels=8), build_simclr(channels=8)
+    x = torch.rand(5, 784)
+    assert autoencoder.encoder.config == simclr.encoder.config
+    assert autoencoder.encoder(x).shape == simclr.encoder(x).shape == (5, 8 * 4 * 16)
+    assert autoencoder(x).shape == (5, 784)  # a reconstruction, flat as every autoencoder's
+    rebuilt = simclr_from_config(autoencoder.config)  # a checkpoint's config without a projection: the autoencoder
+    assert type(rebuilt) is type(autoencoder) and rebuilt.config == autoencoder.config
+    assert type(simclr_from_config(simclr.config)) is type(simclr)
+    with pytest.raises(ValueError, match="Not a configuration of SimCLR's encoder"):
+        simclr_from_config({"arch": "mlp"})
+
+
+class _Fixed(torch.nn.Module):
+    """A classifier whose validation logits are fixed by a learning rate (no learnable effect on them): what
+    ``augmented_trial`` sees when two rates tie on validation accuracy but not on cross-entropy."""
+
+    def __init__(self, confidence: float):
+        super().__init__()
+        self.confidence = confidence
+        self.encoder = torch.nn.Linear(1, 1)
+        self.head = torch.nn.Linear(1, 1)
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 2)
+        logits[:, 0] = self.confidence + 0 * self.head(self.encoder(torch.ones(len(x), 1))).squeeze(1)
+        return logits
+
+
+def test_augmented_trial_breaks_a_tie_by_the_lower_validation_loss(fashion):
+    images, labels = fashion["train"].images[:8], torch.zeros(8, dtype=torch.long)  # every image is class 0
+    confidences = iter([0.5, 3.0])  # the same accuracy (all right) at both rates; the second is surer: lower loss
+    out = augmented_trial(
+        lambda: _Fixed(next(confidences)),
+        images,
+        labels,
+        torch.arange(4),
+        torch.arange(4, 8),
+        (images, labels),
+        lrs=[1e-3, 1e-2],
+        steps=2,
+        eval_every=1,
+        seed=0,
+    )
+    assert out["lr"] == 1e-2 and out["val_acc"] == 1.0 and out["test_acc"] == 1.0
+    assert out["val_loss"] == pytest.approx(-torch.log_softmax(torch.tensor([3.0, 0.0]), 0)[0].item(), rel=1e-5)
 
 
 def test_pretraining_lowers_the_loss_and_repeats_with_the_seed(fashion):

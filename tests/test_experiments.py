@@ -6,8 +6,10 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ptft_helpers import experiments as ex
+from ptft_helpers import probes, protocol
 from ptft_helpers.data import balanced_subset, to_inputs
 from ptft_helpers.models import Classifier, build_autoencoder
 from ptft_helpers.probes import WEIGHT_DECAYS, accuracy, fit_linear_probe
@@ -140,7 +142,7 @@ def test_every_method_sees_the_same_labelled_images(fashion):
         encoders = {"plain": [build_autoencoder().encoder, build_autoencoder().encoder]}
     jobs = ex.network_jobs(encoders, train, test, n=50, seed=3, n_val=10, cache={})
     assert {(j.info["method"], j.info["encoder"]) for j in jobs} == {("scratch", "none"), ("fine-tune", "plain")}
-    assert len(jobs) == 3 * 2  # three learning rates each
+    assert len(jobs) == len(ex.WHOLE_LRS) * 2  # every learning rate, for each of the two networks
     assert len({tuple(j.train_y.tolist()) for j in jobs}) == 1  # every network sees the same labelled subset
     assert {j.info["pretrain_run"] for j in jobs if j.info["encoder"] == "plain"} == {1}  # seed 3 -> run 3 % 2
     assert {j.info["n_train"] for j in jobs} == {40}
@@ -166,13 +168,29 @@ def test_a_linear_head_row_is_logistic_regression_chosen_on_validation(fashion):
     x, x_test = to_inputs(train.images), to_inputs(test.images)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     x, x_test = (x - mean) / std, (x_test - mean) / std
-    scored = [
-        (accuracy(fit_linear_probe(x[tr], train.labels[tr], wd)(x[va]), train.labels[va]), wd) for wd in WEIGHT_DECAYS
-    ]
-    best_val, best_wd = max(scored, key=lambda s: s[0])  # the first of equal scores, as the helper
+    scored = []
+    for wd in WEIGHT_DECAYS:
+        logits = fit_linear_probe(x[tr], train.labels[tr], wd)(x[va])
+        scored.append((accuracy(logits, train.labels[va]), float(F.cross_entropy(logits, train.labels[va])), wd))
+    best_val, best_loss, best_wd = max(scored, key=lambda s: (s[0], -s[1]))  # ties: the lower cross-entropy
     probe = fit_linear_probe(x[tr], train.labels[tr], best_wd)
-    assert (row["weight_decay"], row["val_acc"]) == (best_wd, best_val)
+    assert (row["weight_decay"], row["val_acc"], row["val_loss"]) == (best_wd, best_val, best_loss)
     assert row["test_acc"] == accuracy(probe(x_test), test.labels)
+
+
+def test_select_and_score_breaks_accuracy_ties_by_validation_cross_entropy():
+    """Two classes, one feature: every weight decay classifies the validation points alike (equal accuracy), but a
+    smaller weight decay gives larger weights, hence more confident and here lower cross-entropy, so the tie goes to
+    the smallest; with a validation point on the wrong side, too much confidence costs, and the tie goes to 0.1
+    (cross-entropies measured: 0.45, 0.34, 0.37), neither the grid's first nor its last."""
+    x = torch.tensor([[-2.0], [-1.0], [1.0], [2.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    decays = (1.0, 0.1, 0.01)
+    clean = probes.select_and_score((x, y), (x, y), (x, y), weight_decays=decays)
+    flipped_val = (torch.tensor([[-1.5], [1.5], [0.2]]), torch.tensor([0, 1, 0]))
+    noisy = probes.select_and_score((x, y), flipped_val, (x, y), weight_decays=decays)
+    assert clean["val_acc"] == 1.0 and noisy["val_acc"] == pytest.approx(2 / 3)
+    assert (clean["weight_decay"], noisy["weight_decay"]) == (0.01, 0.1)
 
 
 def test_paired_gains_by_hand():
@@ -207,3 +225,22 @@ def test_probe_features_are_the_frozen_encoder_layers():
     assert ex.features(encoder, x, "hidden").shape == (5, 256)
     with pytest.raises(ValueError, match="layer"):
         ex.features(encoder, x, "middle")
+
+
+def test_edge_shares_count_each_end_of_the_grid():
+    grid = (1e-3, 1e-2, 0.1)
+    shares = protocol.edge_shares({"a": [1e-3, 1e-3, 1e-2, 0.1], "b": [1e-2]}, grid)
+    assert shares == {"a": (0.5, 0.25), "b": (0.0, 0.0)}
+    with pytest.raises(ValueError, match="outside the grid"):
+        protocol.edge_shares({"a": [1.0]}, grid)
+    with pytest.raises(ValueError, match="no trials"):
+        protocol.edge_shares({"a": []}, grid)
+
+
+def test_grid_edge_report_flags_only_a_pile_up(capsys):
+    grid = (1, 2, 3, 4)
+    at_limit = [1] * round(100 * protocol.EDGE_LIMIT) + [2] * (100 - round(100 * protocol.EDGE_LIMIT))
+    piled = [4] * (round(100 * protocol.EDGE_LIMIT) + 1) + [3] * (99 - round(100 * protocol.EDGE_LIMIT))
+    assert protocol.grid_edge_report({"inside": at_limit, "piled": piled}, grid, "x") == ["piled"]
+    printed = capsys.readouterr().out
+    assert "piles up" in printed and printed.count("piles up") == 1

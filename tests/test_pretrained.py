@@ -89,6 +89,36 @@ def test_fast_mode_keeps_checkpoints_apart(data_env, home, monkeypatch):
     assert default_checkpoint_path(*args).parent == data_env / "checkpoints"
 
 
+def test_simclrs_sizes_have_names_that_say_what_they_hold(data_env, home):
+    # channels and projection_dim name the same checkpoint as the old hidden_dim and latent_dim: its file stays.
+    recipe = {"epochs": 1, "train_size": 64, "batch_size": 32, "progress": False}
+    named = load_or_pretrain(pretext="simclr", arch="smallconv", channels=4, projection_dim=8, **recipe)
+    old = load_or_pretrain(pretext="simclr", arch="smallconv", hidden_dim=4, latent_dim=8, **recipe)
+    assert named.path == old.path and named.path.name.startswith("fashion-mnist-smallconv-4-8-simclr-")
+    assert same_weights(named.model, old.model)
+    with pytest.raises(ValueError, match="projection_dim sizes SimCLR's projection head"):
+        load_or_pretrain(pretext="plain", arch="smallconv", projection_dim=8, **recipe)
+    with pytest.raises(ValueError, match="replace hidden_dim"):
+        load_or_pretrain(arch="mlp", channels=4, **recipe)
+
+
+def test_the_conv_autoencoder_control_gets_simclrs_budget(data_env, home, monkeypatch):
+    from ptft_helpers.contrastive import contrastive_settings
+
+    monkeypatch.setenv("PTFT_FAST", "1")  # SimCLR's fast-mode recipe: 2 epochs
+    control = load_or_pretrain(pretext="plain", arch="smallconv", channels=4, train_size=64, progress=False)
+    budget = {k: v for k, v in contrastive_settings().items() if k != "temperature"}
+    assert {k: control.metadata[k] for k in budget} == {**budget, "train_size": 64}
+    assert "temperature" not in control.metadata
+    assert control.path.name == f"fashion-mnist-smallconv-4-256-plain-e{budget['epochs']}-n64-s0.pt"  # 4 x 64 numbers
+    assert control.model.encoder.config == {"arch": "smallconv", "channels": 4}
+    with pytest.raises(ValueError, match="code is 64 x channels = 256 numbers, not 32"):
+        load_or_pretrain(pretext="plain", arch="smallconv", channels=4, latent_dim=32, train_size=64)
+    options = pretrained.series_encoders()
+    simclr = next(o for o in options if o["pretext"] == "simclr")
+    assert {"pretext": "plain", "arch": "smallconv", "channels": simclr["channels"]} in options
+
+
 def test_rejects_bad_settings(data_env, home):
     with pytest.raises(ValueError, match="Unknown pretraining setting.*'epoch'"):
         load_or_pretrain(epoch=1)

@@ -46,7 +46,7 @@ def test_every_full_run_fits_a_lesson(path, record):
     assert float(record[path.name]["full"]["seconds"]) <= 600, f"{path.name}: a full run must take at most 10 minutes"
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/teaching.md"])
+@pytest.mark.parametrize("doc", timer.DOCS)
 def test_the_tables_in_the_readme_and_the_guide_are_the_records(doc, record):
     text = (REPO_ROOT / doc).read_text(encoding="utf-8")
     assert text.count("<!-- notebook-times -->") == 1

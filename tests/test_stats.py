@@ -60,6 +60,15 @@ def test_cluster_means():
     assert stats.cluster_means([1, 2, 3, 5], ["b", "a", "b", "a"]) == pytest.approx([3.5, 2.0])
 
 
+def test_run_interval_counts_each_pretraining_run_once():
+    a = {s: 10.0 + s for s in range(6)}  # draws 0..5; draw s uses run s % 3
+    b = {s: 10.0 for s in range(6)}
+    # Differences 0..5; run 0 has draws 0 and 3 (mean 1.5), run 1: 1 and 4 (2.5), run 2: 2 and 5 (3.5).
+    ci = stats.run_interval(a, b, runs=3)
+    assert ci.n == 3 and ci.mean == pytest.approx(2.5)
+    assert ci.high - ci.mean == pytest.approx(4.302653 * 1.0 / math.sqrt(3), abs=1e-5)  # sd of 1.5, 2.5, 3.5 is 1
+
+
 def test_holm_by_hand():
     # Sorted p: 0.005, 0.01, 0.03, 0.04 -> times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max.
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])

@@ -1,9 +1,9 @@
-"""The numbers the README and the graded exercises state are the ones the stored results give.
+"""The numbers the results page and the graded exercises state are the ones the stored results give.
 
-Every results table in the README sits between ``<!-- results-NAME -->`` markers and is recomputed here, from the
-CSVs that the notebooks' full runs wrote (``results/``), with the same statistics (``ptft_helpers.stats``); the test
-fails if a single number differs. ``python tests/test_stored_results.py`` rewrites the README's tables from the
-CSVs (after a new full run). Also tied to the CSVs: the reconstruction code that notebooks 06 and 07 use is 05's
+Every results table of ``docs/results.md`` sits between ``<!-- results-NAME -->`` markers and is recomputed here,
+from the CSVs that the notebooks' full runs wrote (``results/``), with the same statistics (``ptft_helpers.stats``);
+the test fails if a single number differs. ``python tests/test_stored_results.py`` rewrites the page's tables from
+the CSVs (after a new full run). Also tied to the CSVs: the reconstruction code that notebooks 06 and 07 use is 05's
 best probe on validation; the numbers in the graded exercises of 05 and 09 are 05's stored ones; and what 06 says
 about the recorded SimCLR recipe search.
 """
@@ -25,7 +25,7 @@ from ptft_helpers import stats  # noqa: E402
 from ptft_helpers.results import load_rows  # noqa: E402
 
 RESULTS = REPO_ROOT / "results"
-README = REPO_ROOT / "README.md"
+RESULTS_PAGE = REPO_ROOT / "docs" / "results.md"  # the tables the README points to
 PRETEXTS = ("plain", "denoising", "masked", "masked-rescaled")
 BLOCK = re.compile(r"<!-- results-(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /results-(?P=name) -->", re.DOTALL)
 
@@ -62,40 +62,39 @@ def choices_05(rows: list[dict]) -> dict:
 
 
 def table_05(rows: list[dict]) -> str:
-    chosen, n = choices_05(rows), 100
+    """05's table at 100 labels, its three claims with the interval over pretraining runs (and 09's Holm p), and
+    the same differences at every label count."""
+    chosen, n, runs = choices_05(rows), 100, max(r["pretrain_run"] for r in rows if r["encoder"] in PRETEXTS) + 1
 
     def label(k):
         return k[0] if k[1] in ("none", "pca") else f"{k[0]} [{k[1]}]"
 
-    shown = [("scratch", "none"), chosen["fine-tune"], chosen["probe"], chosen["random"], ("pixels", "none")]
-    acc = {k: by_method(rows, lambda r, k=k: (r["method"], r["encoder"]) == k, n) for k in shown}
-    lines = [
-        "| at 100 labels (80 fit, 20 validate) | validation % | test % [95% CI] | minus scratch, points [95% CI] |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for k in shown:
-        val = 100 * statistics.fmean(r["val_acc"] for r in rows if (r["method"], r["encoder"], r["labels"]) == (*k, n))
-        gain = "" if k == shown[0] else ci_text(stats.t_interval(stats.paired_differences(acc[k], acc[shown[0]])), True)
-        lines.append(f"| {label(k)} | {val:.1f} | {ci_text(stats.t_interval(list(acc[k].values())))} | {gain} |")
-    family = {
-        "best fine-tune minus scratch": (chosen["fine-tune"], shown[0]),
-        "best probe minus scratch": (chosen["probe"], shown[0]),
-        "best probe minus the same probe on a random encoder": (chosen["probe"], chosen["random"]),
+    def acc(k, count):
+        return by_method(rows, lambda r: (r["method"], r["encoder"]) == k, count)
+
+    scratch, pixels = ("scratch", "none"), ("pixels", "none")
+    shown = [scratch, chosen["fine-tune"], chosen["probe"], pixels, chosen["random"]]
+    lines = ["| at 100 labels (80 fit, 20 validate) | test % [95% CI over draws] |", "| --- | ---: |"]
+    lines += [f"| {label(k)} | {ci_text(stats.t_interval(list(acc(k, n).values())))} |" for k in shown]
+    claims = {
+        "best fine-tune minus scratch": (chosen["fine-tune"], scratch),
+        "best probe minus scratch": (chosen["probe"], scratch),
+        "best probe minus pixels": (chosen["probe"], pixels),
     }
-    cis = {name: stats.t_interval(stats.paired_differences(acc[a], acc[b])) for name, (a, b) in family.items()}
+    cis = {name: stats.run_interval(acc(a, n), acc(b, n), runs) for name, (a, b) in claims.items()}
     holm = stats.holm([ci.p for ci in cis.values()])
-    lines += ["", "| the declared family at 100 labels | points [95% CI] | Holm p |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {ci_text(ci, True)} | {p:.3f} |" for (name, ci), p in zip(cis.items(), holm)]
-    pixels = stats.t_interval(stats.paired_differences(acc[chosen["probe"]], acc[("pixels", "none")]))
-    lines.append(f"| (described, not in the family) best probe minus pixels | {ci_text(pixels, True)} | |")
-    counts = sorted({r["labels"] for r in rows})
-    scratch = {c: list(of(rows, "scratch", c).values()) for c in counts}
-    est, low, high = stats.bootstrap_labels_to_match(counts, scratch, list(acc[chosen["probe"]].values()), reps=2000)
     lines += [
         "",
-        f"Scratch needs {est:.0f} labels [95% CI {low:.0f}, {high:.0f}] to match {label(chosen['probe'])} at "
-        "100 labels (bootstrap over the draws).",
+        "| the claims at 100 labels | points [95% CI over pretraining runs] | Holm p |",
+        "| --- | ---: | ---: |",
     ]
+    lines += [f"| {name} | {ci_text(ci, True)} | {p:.3f} |" for (name, ci), p in zip(cis.items(), holm)]
+    counts = sorted({r["labels"] for r in rows})
+    lines += ["", "| points [95% CI over pretraining runs] | " + " | ".join(f"{c} labels" for c in counts) + " |"]
+    lines.append("| --- |" + " ---: |" * len(counts))
+    for name, (a, b) in claims.items():
+        cells = [ci_text(stats.run_interval(acc(a, c), acc(b, c), runs), True) for c in counts]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -192,20 +191,20 @@ def expected_blocks() -> dict[str, str]:
     return {name: make(load_rows(RESULTS / f"{csv}.csv")) for name, (csv, make) in TABLES.items()}
 
 
-def write_readme() -> None:
+def write_results_page() -> None:
     blocks = expected_blocks()
-    text = README.read_text(encoding="utf-8")
+    text = RESULTS_PAGE.read_text(encoding="utf-8")
     text = BLOCK.sub(lambda m: f"<!-- results-{m['name']} -->\n{blocks[m['name']]}<!-- /results-{m['name']} -->", text)
-    README.write_text(text, encoding="utf-8")
+    RESULTS_PAGE.write_text(text, encoding="utf-8")
 
 
 # -------------------------------------------------------------------------------------------------------------- tests
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
-def test_the_readmes_tables_are_the_stored_results(name):
-    found = {m["name"]: m["body"] for m in BLOCK.finditer(README.read_text(encoding="utf-8"))}
-    assert found.get(name) == expected_blocks()[name], f"README's results-{name} block differs from results/"
+def test_the_results_pages_tables_are_the_stored_results(name):
+    found = [m["body"] for m in BLOCK.finditer(RESULTS_PAGE.read_text(encoding="utf-8")) if m["name"] == name]
+    assert found == [expected_blocks()[name]], f"docs/results.md's results-{name} block differs from results/"
 
 
 def test_every_draw_of_every_method_is_stored():
@@ -237,11 +236,14 @@ def test_06_and_07_use_05s_best_probe():
 
 def test_the_graded_exercises_quote_the_stored_results():
     rows = load_rows(RESULTS / "05_label_efficiency.csv")
-    probe = choices_05(rows)["probe"]
+    chosen = choices_05(rows)
+    probe = chosen["probe"]
+
+    def at(key, n):
+        return {r["seed"]: 100 * r["test_acc"] for r in rows if (r["method"], r["encoder"]) == key and r["labels"] == n}
 
     def mean(key, n):
-        values = [100 * r["test_acc"] for r in rows if (r["method"], r["encoder"]) == key and r["labels"] == n]
-        return round(statistics.fmean(values), 1)
+        return round(statistics.fmean(at(key, n).values()), 1)
 
     source = (REPO_ROOT / "nbgrader/source/05_what_pretraining_bought/05_what_pretraining_bought.ipynb").read_text()
     expected = (
@@ -249,15 +251,17 @@ def test_the_graded_exercises_quote_the_stored_results():
         f'{mean(("scratch", "none"), 100)}, (\\"best probe\\", 50): {mean(probe, 50)}}}'
     )
     assert expected in source and f"{probe[0]} [{probe[1]}]" in source
+    probe_at, pixels_at = at(probe, 100), at(("pixels", "none"), 100)
+    assert f"diffs = {[round(probe_at[s] - pixels_at[s], 2) for s in sorted(probe_at)]}" in source
+    fine_tune = sorted(
+        (r for r in rows if (r["method"], r["encoder"]) == chosen["fine-tune"]), key=lambda r: (r["labels"], r["seed"])
+    )
+    assert f"chosen_lrs = {[r['lr'] for r in fine_tune]}" in source
     runs: dict[int, list[float]] = {}
+    scratch_at = at(("scratch", "none"), 100)
     for r in rows:
         if (r["method"], r["encoder"]) == probe and r["labels"] == 100:
-            base = next(
-                b["test_acc"]
-                for b in rows
-                if b["method"] == "scratch" and b["labels"] == 100 and b["seed"] == r["seed"]
-            )
-            runs.setdefault(r["pretrain_run"], []).append(100 * (r["test_acc"] - base))
+            runs.setdefault(r["pretrain_run"], []).append(100 * r["test_acc"] - scratch_at[r["seed"]])
     per_run = [round(statistics.fmean(v), 1) for _, v in sorted(runs.items())]
     appendix = (REPO_ROOT / "nbgrader/source/09_appendix_statistics/09_appendix_statistics.ipynb").read_text()
     assert f"per_run = {per_run}" in appendix
@@ -284,5 +288,5 @@ def test_what_06_says_about_the_recipe_search():
 
 
 if __name__ == "__main__":
-    write_readme()
-    print("README.md's results tables rewritten from results/")
+    write_results_page()
+    print("docs/results.md's results tables rewritten from results/")
