@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latent-dim",
         type=_positive_int,
         default=None,
-        help="length of the code z (default: 32; smallconv: 64 x channels); simclr: of the projection (default: 64)",
+        help="length of the code z (default: 32); smallconv: 64 x channels; simclr: the projection's (default: 64)",
     )
     p.add_argument(
         "--hidden-dim",
