@@ -89,7 +89,7 @@ autograde: $(VENV)/.installed-teach data
 book: $(VENV)/.installed-dev
 	$(VENV)/bin/jupyter-book build --html --ci
 
-## checkpoints: pretrain the encoders the notebooks load (full recipe), so a class never waits for one; 08 and 09
+## checkpoints: pretrain the encoders the notebooks load (full recipe), so a class never waits for one; 10 and 11
 ## train their small ones themselves (the list: ptft_helpers.pretrained.series_encoders(); `... pretrain --all`)
 checkpoints: data
 	PTFT_FAST=0 $(PY) -m ptft_helpers pretrain --all

@@ -14,7 +14,7 @@ One module per concern, from the ground floor up:
   ``sweep`` (many small classifiers trained at once with ``torch.func``), ``experiments`` (notebook 05's
   label-efficiency protocol), ``results`` (every run's row, saved to and read from the results folder);
 - ``probes`` (linear probe, and label spreading over a k-nearest-neighbour graph, on fixed features), ``distributed``
-  (data-parallel pretraining under ``torchrun``, notebook 08);
+  (data-parallel pretraining under ``torchrun``, notebook 10);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``
   (``python -m ptft_helpers``);
 - ``sandbox`` (grading: ``nbgrader autograde`` runs each hand-in's kernel in a bubblewrap sandbox), ``exchange``

@@ -1,4 +1,4 @@
-"""Data-parallel pretraining with ``torch.distributed``, launched by ``torchrun`` (notebook 08).
+"""Data-parallel pretraining with ``torch.distributed``, launched by ``torchrun`` (notebook 10).
 
 ``torchrun --nproc_per_node=N -m ptft_helpers pretrain ...`` starts N processes (*ranks*). Each one builds the same
 model from the same seed and draws the same order of images, so every rank knows every *global* batch; each rank
@@ -91,7 +91,7 @@ class World:
         """Leave the process group (what torchrun expects of a process before it exits). With ``wait`` (after
         success: every rank gets here), once every rank is done and the DDP wrappers that use it are gone: a rank
         tearing down early sometimes made a gloo rank abort at exit ("terminate called without an active exception",
-        1 launch in 20 of notebook 08's program here)."""
+        1 launch in 20 of notebook 10's program here)."""
         if dist.is_initialized():
             if wait:
                 gc.collect()  # DDP wrappers left in reference cycles

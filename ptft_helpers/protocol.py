@@ -1,4 +1,4 @@
-"""The budget of the label-efficiency experiment (notebooks 05, 06, 07 and 09): label counts, seeds, pretraining
+"""The budget of the label-efficiency experiment (notebooks 05, 06, 07 and 11): label counts, seeds, pretraining
 runs, steps. ``experiments`` runs it; ``pretrained.series_encoders`` pretrains each pretext's runs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every run's row, saved: the CSV and machine record that notebooks 05, 06, 07 and 09 build their tables from.
+"""Every run's row, saved: the CSV and machine record that notebooks 05, 06, 07 and 11 build their tables from.
 
 ``save_results(rows, name, machine)`` writes ``<name>.csv`` (one line per run) and ``<name>.json`` (the code
 version, the CPU, the protocol) into the results folder (``settings.results_folder``: ``$PTFT_RESULTS``, else the

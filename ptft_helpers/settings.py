@@ -8,7 +8,7 @@ The switches (``PTFT_DEVICE`` is read by ``devices.pick_device``):
 - ``PTFT_FAST``, ``PTFT_PROGRESS``: 1/0, true/false, yes/no, on/off (any case), or unset.
   Anything else (``maybe``) raises a one-line ``ValueError`` instead of silently meaning "off".
 - ``PTFT_DATA``: the data folder. It may be read-only.
-- ``PTFT_RESULTS``: where notebooks 05, 06, 07 and 09 save every run's row.
+- ``PTFT_RESULTS``: where notebooks 05, 06, 07 and 11 save every run's row.
 - ``PTFT_CHECKPOINTS``: where pretrained encoders are saved (see ``checkpoint_dirs``).
 
 Nothing is ever written inside an installed package. Run from a clone of the repository (``make``, an

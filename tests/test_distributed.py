@@ -3,7 +3,7 @@ trains on the same global batches (``ptft_helpers.distributed``), for the autoen
 
 The comparison runs in float64. In float32 the two differ by more than rounding after a few Adam steps: Adam moves
 each weight by about the learning rate whatever the size of its gradient, so a gradient near zero whose sign
-rounding flips moves a weight by up to twice the learning rate per step (notebook 08 shows it). In float64, rounding
+rounding flips moves a weight by up to twice the learning rate per step (notebook 10 shows it). In float64, rounding
 is about 1e-16 relative and stays far below 1e-9 over these steps, so any real difference (a shard trained twice,
 negatives not gathered, batch norm on a shard's statistics) shows. The float32 differences are written to
 ``test-artifacts/distributed.json``.

@@ -4,7 +4,7 @@ Every results table of ``docs/results.md`` sits between ``<!-- results-NAME -->`
 from the CSVs that the notebooks' full runs wrote (``results/``), with the same statistics (``ptft_helpers.stats``);
 the test fails if a single number differs. ``python tests/test_stored_results.py`` rewrites the page's tables from
 the CSVs (after a new full run). Also tied to the CSVs: the reconstruction code that notebooks 06 and 07 use is 05's
-best probe on validation; the numbers in the graded exercises of 05 and 09 are 05's stored ones; and what 06 says
+best probe on validation; the numbers in the graded exercises of 05 and 11 are 05's stored ones; and what 06 says
 about the recorded SimCLR recipe search.
 """
 
@@ -67,7 +67,7 @@ def choices_05(rows: list[dict]) -> dict:
 
 
 def table_05(rows: list[dict]) -> str:
-    """05's table at 100 labels, its three claims with the interval over pretraining runs (and 09's Holm p), and
+    """05's table at 100 labels, its three claims with the interval over pretraining runs (and 11's Holm p), and
     the same differences at every label count."""
     chosen, n, runs = choices_05(rows), 100, max(r["pretrain_run"] for r in rows if r["encoder"] in PRETEXTS) + 1
 
@@ -269,7 +269,7 @@ def test_the_graded_exercises_quote_the_stored_results():
         if (r["method"], r["encoder"]) == probe and r["labels"] == 100:
             runs.setdefault(r["pretrain_run"], []).append(100 * r["test_acc"] - scratch_at[r["seed"]])
     per_run = [round(statistics.fmean(v), 1) for _, v in sorted(runs.items())]
-    appendix = (REPO_ROOT / "nbgrader/source/09_appendix_statistics/09_appendix_statistics.ipynb").read_text()
+    appendix = (REPO_ROOT / "nbgrader/source/11_appendix_statistics/11_appendix_statistics.ipynb").read_text()
     assert f"per_run = {per_run}" in appendix
     late = [
         {"labels": r["labels"], "seed": r["seed"], "best_step": r["best_step"], "steps": r["steps"]}

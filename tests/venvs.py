@@ -31,8 +31,8 @@ from packaging.specifiers import SpecifierSet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")
-# What Colab ships and the notebooks import, with the kernel that runs them.
-COLAB = ("torch", "torchvision", "matplotlib", "ipywidgets", "ipykernel", "numpy", "tqdm")
+# What Colab ships and the notebooks import (transformers and peft for 08 and 09), with the kernel that runs them.
+COLAB = ("torch", "torchvision", "matplotlib", "ipywidgets", "ipykernel", "numpy", "tqdm", "transformers", "peft")
 
 
 def _canonical(name: str) -> str:
