@@ -90,7 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-command per task."""
     parser = _Parser(prog="python -m ptft_helpers", description="ptft: pre-training and fine-tuning helpers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_data_command(sub)
+    sub.add_parser("check", help="check the environment and print [OK]/[FAIL] lines")
+    _add_pretrain_command(sub)
+    _add_finetune_command(sub)
+    _add_evaluate_command(sub)
+    return parser
 
+
+def _add_data_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data",
         help="prepare a dataset in the data folder and say where it came from (the last resort, as root on Debian: "
@@ -105,13 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. python3; default: in this process)",
     )
 
-    sub.add_parser("check", help="check the environment and print [OK]/[FAIL] lines")
 
+def _add_pretrain_command(sub: argparse._SubParsersAction) -> None:
     ae, simclr = pretrain_settings(), contrastive_settings()
     p = sub.add_parser(
         "pretrain", help="pretrain an encoder (autoencoder or SimCLR), or load a matching checkpoint; say where it is"
     )
     p.add_argument("--dataset", type=_dataset, default="fashion-mnist", help="fashion-mnist or mnist")
+    _add_encoder_options(p)
+    _add_recipe_options(p, ae, simclr)
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="pretrain every encoder the notebooks load (their recipes; make checkpoints runs this)",
+    )
+    p.add_argument(
+        "--out",
+        type=_checkpoint,
+        default=None,
+        help="checkpoint path (default: a file named after the settings, in $PTFT_CHECKPOINTS, else in the data "
+        "folder's checkpoints/ when writable, else in ~/.cache/ptft/checkpoints/; a fast/ subfolder in fast mode)",
+    )
+
+
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    """``pretrain``'s options for what is trained: the architecture, its sizes and the pretext task."""
     p.add_argument(
         "--arch",
         choices=["mlp", "conv", "smallconv"],
@@ -136,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="plain",
         help="pretext task (simclr: contrastive, notebook 06)",
     )
+
+
+def _add_recipe_options(p: argparse.ArgumentParser, ae: dict, simclr: dict) -> None:
+    """``pretrain``'s options for how it is trained; their help shows the autoencoders' (``ae``) and SimCLR's
+    (``simclr``) defaults."""
     p.add_argument(
         "--epochs",
         type=_positive_int,
@@ -162,19 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"simclr {simclr['batch_size']})",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (initial weights, batch order)")
-    p.add_argument(
-        "--all",
-        action="store_true",
-        help="pretrain every encoder the notebooks load (their recipes; make checkpoints runs this)",
-    )
-    p.add_argument(
-        "--out",
-        type=_checkpoint,
-        default=None,
-        help="checkpoint path (default: a file named after the settings, in $PTFT_CHECKPOINTS, else in the data "
-        "folder's checkpoints/ when writable, else in ~/.cache/ptft/checkpoints/; a fast/ subfolder in fast mode)",
-    )
 
+
+def _add_finetune_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune", help="fine-tune a pretrained encoder (autoencoder or SimCLR) on a few labels; report test accuracy"
     )
@@ -190,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_learning_rate, default=1e-3, help="Adam's learning rate")
     p.add_argument("--seed", type=int, default=0, help="random seed (which labels, initial head, batch order)")
 
+
+def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="report a checkpoint's loss on the test set (reconstruction error, or SimCLR's NT-Xent)",
@@ -200,7 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
         "better than a guess, log(2 x batch - 1). Lower is better. To score the code on labels, use finetune.",
     )
     p.add_argument("checkpoint", type=_checkpoint, help="a checkpoint path, as `pretrain` prints it")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,7 +196,44 @@ def probe_rows(
     base = {"labels": n, "seed": seed, "val_counts": val_counts, "n_train": len(tr), "n_val": len(va), **(info or {})}
     with seeded(seed):
         random_encoder = build_autoencoder().encoder
-    heads: list[tuple[str, dict, tuple, Callable]] = []
+    rows = []
+    for method, extra, key, make in _linear_heads(encoders, random_encoder, seed=seed, methods=methods, pca=pca):
+        start = time.perf_counter()
+        f_train, f_test = _standardised(key, make, train, test, cache)
+        chosen = select_and_score(
+            (f_train[tr], y_tr), (f_train[va], y_va), (f_test, test.labels), weight_decays=WEIGHT_DECAYS
+        )
+        rows.append(
+            {
+                **base,
+                "method": method,
+                **extra,
+                "weight_decay": chosen["weight_decay"],
+                "val_acc": chosen["val_acc"],
+                "val_loss": chosen["val_loss"],
+                "test_acc": chosen["test_acc"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    return rows
+
+
+_LinearHead = tuple[str, dict, tuple, Callable[[torch.Tensor], torch.Tensor]]
+"""A linear head of ``probe_rows``: (method, its row's extra columns, the cache key of its features, inputs ->
+features)."""
+
+
+def _linear_heads(
+    encoders: Mapping[str, Sequence[nn.Module]],
+    random_encoder: nn.Module,
+    *,
+    seed: int,
+    methods: Sequence[str],
+    pca: tuple[torch.Tensor, torch.Tensor] | None,
+) -> list[_LinearHead]:
+    """``probe_rows``' linear heads among ``methods``, in order: the probes of each pretext's run ``seed % len`` and
+    of ``random_encoder`` (code, then hidden layer), then pixels, then PCA32 (only when ``pca`` is given)."""
+    heads: list[_LinearHead] = []
     for layer in ("code", "hidden"):
         if f"probe {layer}" in methods:
             for p, runs in encoders.items():
@@ -222,26 +259,7 @@ def probe_rows(
     if "PCA32" in methods and pca is not None:
         mean, basis = pca
         heads.append(("PCA32", {"encoder": "pca"}, ("pca",), lambda x: (x - mean) @ basis))
-    rows = []
-    for method, extra, key, make in heads:
-        start = time.perf_counter()
-        f_train, f_test = _standardised(key, make, train, test, cache)
-        chosen = select_and_score(
-            (f_train[tr], y_tr), (f_train[va], y_va), (f_test, test.labels), weight_decays=WEIGHT_DECAYS
-        )
-        rows.append(
-            {
-                **base,
-                "method": method,
-                **extra,
-                "weight_decay": chosen["weight_decay"],
-                "val_acc": chosen["val_acc"],
-                "val_loss": chosen["val_loss"],
-                "test_acc": chosen["test_acc"],
-                "seconds": time.perf_counter() - start,
-            }
-        )
-    return rows
+    return heads
 
 
 def sweep_rows(

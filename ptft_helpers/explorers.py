@@ -71,6 +71,12 @@ def _fresh_autoencoder(latent_dim: int, seed: int):
         return build_autoencoder("mlp", latent_dim)
 
 
+def _train_briefly(model, images: torch.Tensor, **recipe) -> dict[str, list[float]]:
+    """``training.pretrain`` of ``model`` on ``images`` with ``recipe`` (epochs, lr, batch_size, seed, device), no
+    progress bar; returns its history."""
+    return pretrain(model, images, **recipe, progress=False)
+
+
 def explore_latent_size(
     latent_dim: int,
     *,
@@ -108,16 +114,8 @@ def explore_latent_size(
     whole_number(train_size, "train_size", 1, len(train))
     whole_number(test_size, "test_size", 1, len(test))
     start = time.perf_counter()
-    history = pretrain(
-        model,
-        train.images[:train_size],
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        progress=False,
-    )
+    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
+    history = _train_briefly(model, train.images[:train_size], **recipe)
     test_mse = evaluate(model, test.images[:test_size], device=device)["mse"]
     shown = test.images[fixed_test_images(test.labels)]
     result = {
@@ -144,6 +142,20 @@ def find_divergence(step_loss: Sequence[float], factor: float = DIVERGENCE_FACTO
         if not math.isfinite(loss) or loss > limit:
             return step
     return None
+
+
+def _losses_until_divergence(model, images: torch.Tensor, **recipe) -> tuple[list[float], int | None, float]:
+    """Train as ``_train_briefly``; return (every step's loss up to and including the divergence step, that step
+    or None, the last epoch's mean loss or NaN if the run diverged)."""
+    try:
+        history = _train_briefly(model, images, **recipe)
+        losses, final = history["step_loss"], history["train_loss"][-1]
+    except TrainingDiverged as err:  # the loss became NaN/inf: pretrain stops after that epoch
+        losses, final = err.history["step_loss"], math.nan
+    diverged_at = find_divergence(losses)
+    if diverged_at is not None:
+        losses, final = losses[:diverged_at], math.nan
+    return losses, diverged_at, final
 
 
 def explore_learning_rate(
@@ -182,23 +194,8 @@ def explore_learning_rate(
     train = load(name, "train")
     whole_number(train_size, "train_size", 1, len(train))
     start = time.perf_counter()
-    try:
-        history = pretrain(
-            model,
-            train.images[:train_size],
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            seed=seed,
-            device=device,
-            progress=False,
-        )
-        losses, final = history["step_loss"], history["train_loss"][-1]
-    except TrainingDiverged as err:  # the loss became NaN/inf: pretrain stops after that epoch
-        losses, final = err.history["step_loss"], math.nan
-    diverged_at = find_divergence(losses)
-    if diverged_at is not None:
-        losses, final = losses[:diverged_at], math.nan
+    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
+    losses, diverged_at, final = _losses_until_divergence(model, train.images[:train_size], **recipe)
     result = {
         "lr": lr,
         "step_loss": [float(v) for v in losses],

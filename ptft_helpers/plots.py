@@ -179,28 +179,56 @@ def plot_learning_rates(results: Mapping[float, dict], current: float | None = N
         raise ValueError("No results to plot yet: call explore_learning_rate first.")
     current = list(results)[-1] if current is None else current
     fig, ax = plt.subplots(figsize=(10, 4.2), layout="constrained")
-    cmap = plt.get_cmap("viridis")
+    threshold, bottom, top = _loss_scale(results)
+    notes = [_draw_rate(ax, lr, results[lr], highlighted=lr == current, top=top) for lr in sorted(results)]
+    _draw_threshold(ax, threshold, [note for note in notes if note is not None])
+    ax.set_yscale("log")
+    ax.set_ylim(bottom, top)
+    batch = {r.get("batch_size") for r in results.values()}
+    ax.set_xlabel(
+        f"training step (one batch of {batch.pop()} images)"
+        if len(batch) == 1 and None not in batch
+        else "training step (one batch of images)"
+    )
+    ax.set_ylabel("training loss (MSE per pixel, log scale)")
+    ax.set_title("Training loss for each learning rate tried (Adam)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def _loss_scale(results: Mapping[float, dict]) -> tuple[float, float, float]:
+    """(divergence threshold, bottom, top) of the loss axis: the threshold is ``DIVERGENCE_FACTOR`` times the median
+    loss at step 1; the axis runs from below the lowest finite loss to 10 times the threshold."""
     finite = [v for r in results.values() for v in r["step_loss"] if math.isfinite(v)]
     starts = sorted(r["step_loss"][0] for r in results.values() if r["step_loss"] and math.isfinite(r["step_loss"][0]))
     threshold = DIVERGENCE_FACTOR * (starts[len(starts) // 2] if starts else 0.25)
     top = threshold * 10
     bottom = min(finite) / 1.5 if finite else threshold / 1000
-    notes = []
-    for lr in sorted(results):
-        r = results[lr]
-        losses, at = r["step_loss"], r["diverged_at"]
-        color = cmap(min(max((math.log10(lr) + 5) / 5, 0.0), 1.0) * 0.9)
-        width, alpha = (2.6, 1.0) if lr == current else (1.3, 0.75)
-        label = f"lr = {lr:.2g}" + (f": diverged at step {at}" if at is not None else "")
-        ok = losses[:-1] if at is not None else losses
-        ax.plot(range(1, len(ok) + 1), ok, color=color, lw=width, alpha=alpha, label=label)
-        if at is not None:
-            bad = losses[-1]
-            y = min(bad, top / 2) if math.isfinite(bad) else top / 2
-            if ok:
-                ax.plot([at - 1, at], [ok[-1], y], ":", color=color, lw=width, alpha=alpha)
-            ax.plot([at], [y], "x", color=color, ms=10, mew=2.5, clip_on=False)
-            notes.append(f"lr = {lr:.2g}: diverged at step {at}")
+    return threshold, bottom, top
+
+
+def _draw_rate(ax, lr: float, result: dict, *, highlighted: bool, top: float) -> str | None:
+    """Draw one rate's loss curve (bold when ``highlighted``), ending in a cross at ``top / 2`` at most if it
+    diverged; return the note "lr = ...: diverged at step N", or None if it did not diverge."""
+    losses, at = result["step_loss"], result["diverged_at"]
+    color = plt.get_cmap("viridis")(min(max((math.log10(lr) + 5) / 5, 0.0), 1.0) * 0.9)
+    width, alpha = (2.6, 1.0) if highlighted else (1.3, 0.75)
+    label = f"lr = {lr:.2g}" + (f": diverged at step {at}" if at is not None else "")
+    ok = losses[:-1] if at is not None else losses
+    ax.plot(range(1, len(ok) + 1), ok, color=color, lw=width, alpha=alpha, label=label)
+    if at is None:
+        return None
+    bad = losses[-1]
+    y = min(bad, top / 2) if math.isfinite(bad) else top / 2
+    if ok:
+        ax.plot([at - 1, at], [ok[-1], y], ":", color=color, lw=width, alpha=alpha)
+    ax.plot([at], [y], "x", color=color, ms=10, mew=2.5, clip_on=False)
+    return f"lr = {lr:.2g}: diverged at step {at}"
+
+
+def _draw_threshold(ax, threshold: float, notes: Sequence[str]) -> None:
+    """The dotted divergence threshold with its caption, and below it the ``notes`` of the runs that diverged."""
     ax.axhline(threshold, ls=":", color="gray", lw=1)
     ax.text(
         0.99,
@@ -224,16 +252,3 @@ def plot_learning_rates(results: Mapping[float, dict], current: float | None = N
             color="tab:red",
             linespacing=1.3,
         )
-    ax.set_yscale("log")
-    ax.set_ylim(bottom, top)
-    batch = {r.get("batch_size") for r in results.values()}
-    ax.set_xlabel(
-        f"training step (one batch of {batch.pop()} images)"
-        if len(batch) == 1 and None not in batch
-        else "training step (one batch of images)"
-    )
-    ax.set_ylabel("training loss (MSE per pixel, log scale)")
-    ax.set_title("Training loss for each learning rate tried (Adam)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig
