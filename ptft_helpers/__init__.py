@@ -13,6 +13,7 @@ One module per concern, from the ground floor up:
   differences, t-based confidence intervals, Holm),
   ``sweep`` (many small classifiers trained at once with ``torch.func``), ``experiments`` (notebook 05's
   label-efficiency protocol), ``results`` (every run's row, saved to and read from the results folder);
+- ``lora`` (LoRA by hand, and through ``peft``: adapters saved alone, several on one base);
 - ``probes`` (linear probe, and label spreading over a k-nearest-neighbour graph, on fixed features), ``distributed``
   (data-parallel pretraining under ``torchrun``, notebook 10);
 - ``plots`` (figures), ``widgets`` (the explorers' sliders), ``envcheck`` (the set-up check) and ``cli``

