@@ -367,6 +367,42 @@ def _train_step_fn(
     return step
 
 
+def _graph_runner(step, indices, optimizer):
+    """``run(n)``: ``n`` steps replayed from one CUDA graph (captured after 3 warm-up steps on a side stream);
+    returns the last step's loss."""
+    static_idx = indices()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step(static_idx)
+    torch.cuda.current_stream().wait_stream(side)
+    optimizer.zero_grad(set_to_none=True)
+    cuda_graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(cuda_graph):
+        static_loss = step(static_idx)
+
+    def run(n: int) -> torch.Tensor:
+        for _ in range(n):
+            static_idx.copy_(indices())
+            cuda_graph.replay()
+        return static_loss
+
+    return run
+
+
+def _eager_runner(step, indices):
+    """``run(n)``: ``n`` eager steps; returns the last step's loss."""
+
+    def run(n: int) -> torch.Tensor:
+        loss = None
+        for _ in range(n):
+            loss = step(indices())
+        return loss
+
+    return run
+
+
 def bench_throughput(
     images: torch.Tensor, device: torch.device, batch_size: int, precision: str, mode: str, steps: int, repeats: int
 ) -> dict:
@@ -393,32 +429,7 @@ def bench_throughput(
         return torch.randint(len(x), (batch_size,), device=device, generator=generator)
 
     start = _now(device)
-    if graph:
-        static_idx = indices()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step(static_idx)
-        torch.cuda.current_stream().wait_stream(side)
-        optimizer.zero_grad(set_to_none=True)
-        cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(cuda_graph):
-            static_loss = step(static_idx)
-
-        def run(n: int) -> torch.Tensor:
-            for _ in range(n):
-                static_idx.copy_(indices())
-                cuda_graph.replay()
-            return static_loss
-    else:
-
-        def run(n: int) -> torch.Tensor:
-            loss = None
-            for _ in range(n):
-                loss = step(indices())
-            return loss
-
+    run = _graph_runner(step, indices, optimizer) if graph else _eager_runner(step, indices)
     run(5)  # warm-up (and, for 'compile', the compilation)
     setup_seconds = _now(device) - start
     times = []
@@ -528,9 +539,9 @@ def _table(headers: list[str], rows: list[list], right_from: int = 1) -> list[st
     ]
 
 
-def markdown(results: dict) -> str:
-    """The results as Markdown: what the script prints and what ``benchmarks/README.md`` records."""
-    m, mm, nv = results["machine"], results["matmul"], results["naive_vs_helper"]
+def _machine_lines(results: dict) -> list[str]:
+    """The machine, its matrix-multiply peak and the model's GEMMs timed alone."""
+    m, mm = results["machine"], results["matmul"]
     lines = [
         f"Machine: {m['cpu']}, {m['cpus_usable']} usable CPUs ({m['cpu_capability']}, {m['blas']}), "
         f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}"
@@ -550,6 +561,12 @@ def markdown(results: dict) -> str:
         lines += _table(
             ["GEMM", "ms", "GFLOP/s"], rows + [["all of one step", f"{g['step_ms']:.3f}", f"{g['gflops']:.1f}"]]
         )
+    return lines
+
+
+def _naive_lines(results: dict) -> list[str]:
+    """The naive loop against ``pretrain``, and what a 20-epoch pretrain costs."""
+    nv, lines = results["naive_vs_helper"], []
     lines += [""] + _table(
         [
             f"one epoch, batch {nv['batch_size']}, {nv['images']:,} images, {nv['steps']} steps",
@@ -579,6 +596,12 @@ def markdown(results: dict) -> str:
         f"speedup: {nv['speedup']:.1f}x (target >= 3x); a 20-epoch pretrain at batch 128 on this CPU takes "
         f"about {20 * epoch_60k:.0f} s (20 x the median epoch, scaled to 60,000 images).",
     ]
+    return lines
+
+
+def _limit_lines(results: dict) -> list[str]:
+    """``pretrain`` against the matrix-multiply limit, per batch size."""
+    lines: list[str] = []
     lines += [""] + _table(
         ["batch", "GFLOP / epoch", "median epoch s", "GFLOP/s", "% of matmul peak", "% of the model's GEMMs alone"],
         [
@@ -594,6 +617,12 @@ def markdown(results: dict) -> str:
         ],
         right_from=0,
     )
+    return lines
+
+
+def _profile_and_gpu_lines(results: dict) -> list[str]:
+    """The profile of one step (when measured) and the GPU section (or why there is none)."""
+    lines: list[str] = []
     prof = results.get("profile")
     if prof:
         lines += [
@@ -624,6 +653,13 @@ def markdown(results: dict) -> str:
         ]
     else:
         lines += ["", f"GPU: {NO_CUDA}."]
+    return lines
+
+
+def markdown(results: dict) -> str:
+    """The results as Markdown: what the script prints and what ``benchmarks/README.md`` records."""
+    lines = _machine_lines(results) + _naive_lines(results) + _limit_lines(results)
+    lines += _profile_and_gpu_lines(results)
     t = results["targets"]
     lines += [
         "",
@@ -666,6 +702,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def measure_matmul(args: argparse.Namespace) -> dict:
+    """The fp32 matrix-multiply rate: square products (the peak) and the model's own GEMMs."""
+    print("Measuring the fp32 matrix-multiply rate...", flush=True)
+    sizes = (512, 1024) if args.quick else (1024, 2048, 3072, 4096)
+    square = [{"n": n, "gflops": matmul_rate(n, repeats=max(3, args.repeats))} for n in sizes]
+    model = models.build_autoencoder()
+    return {
+        "square": square,
+        "peak_gflops": max(r["gflops"] for r in square),
+        "model_gemms": [model_gemm_rates(model, b, repeats=3) for b in LIMIT_BATCH_SIZES],
+    }
+
+
+def measure_gpu(images: torch.Tensor, args: argparse.Namespace) -> dict:
+    """The GPU section: throughput per batch size, precision and mode, and a pretrain run."""
+    print("Measuring the GPU...", flush=True)
+    return bench_gpu(
+        images,
+        batch_sizes=(256, 1024) if args.quick else GPU_BATCH_SIZES,
+        precisions=GPU_PRECISIONS,
+        modes=GPU_MODES,
+        steps=20 if args.quick else 200,
+        repeats=args.repeats,
+        epochs=2 if args.quick else 20,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     began = time.perf_counter()
@@ -686,15 +749,7 @@ def main(argv: list[str] | None = None) -> dict:
         else "GPU: skipped (--no-gpu)"
     )
 
-    print("Measuring the fp32 matrix-multiply rate...", flush=True)
-    sizes = (512, 1024) if args.quick else (1024, 2048, 3072, 4096)
-    square = [{"n": n, "gflops": matmul_rate(n, repeats=max(3, args.repeats))} for n in sizes]
-    model = models.build_autoencoder()
-    results["matmul"] = {
-        "square": square,
-        "peak_gflops": max(r["gflops"] for r in square),
-        "model_gemms": [model_gemm_rates(model, b, repeats=3) for b in LIMIT_BATCH_SIZES],
-    }
+    results["matmul"] = measure_matmul(args)
     peak = results["matmul"]["peak_gflops"]
 
     print(f"Timing the naive loop against pretrain ({args.repeats} repeats each, alternating)...", flush=True)
@@ -711,18 +766,7 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     results["profile"] = None if args.no_profile else profile_step(images, 512, steps=4 if args.quick else 12)
 
-    results["gpu"] = None
-    if use_gpu:
-        print("Measuring the GPU...", flush=True)
-        results["gpu"] = bench_gpu(
-            images,
-            batch_sizes=(256, 1024) if args.quick else GPU_BATCH_SIZES,
-            precisions=GPU_PRECISIONS,
-            modes=GPU_MODES,
-            steps=20 if args.quick else 200,
-            repeats=args.repeats,
-            epochs=2 if args.quick else 20,
-        )
+    results["gpu"] = measure_gpu(images, args) if use_gpu else None
     limit512 = next(r for r in results["limit"] if r["batch_size"] == 512)
     results["targets"] = {
         "speedup_at_least_3x": nv["speedup"] >= 3,

@@ -3,7 +3,10 @@
 #   1. the device and the precision that ptft_helpers chooses for it (bf16 from compute capability 8.0, else fp16
 #      with a gradient scaler; TF32 matmuls from 8.0);
 #   2. every notebook in fast mode under nbval, with PTFT_DEVICE=cuda;
-#   3. the 20-epoch autoencoder pretraining and the 30-epoch SimCLR pretraining, full recipe, timed;
+#   3. the 20-epoch autoencoder pretraining, the 30-epoch SimCLR pretraining and the masked autoencoder's (a ViT,
+#      notebook 08), full recipe, timed, in the precision chosen in 1 (bfloat16 where the GPU supports it);
+#      the by-hand ViT MAE against Hugging Face's ViTMAEForPreTraining, images/s (benchmarks/bench_vit.py);
+#      LoRA against full fine-tuning: step time and peak memory (benchmarks/bench_lora.py);
 #   4. a short report: benchmarks/gpu-report.md (and the raw numbers in benchmarks/gpu-report.json).
 # Run from the repository root after `make test` has built .venv:  bash benchmarks/gpu_check.sh
 # Checkpoints and the notebooks' results go to a temporary folder, removed at the end: nothing of the CPU runs is
@@ -46,13 +49,18 @@ timed() {  # $1: label; the rest: pretrain options. Trains into a new file (neve
 }
 ae=$(timed autoencoder --pretext plain) || exit 1
 simclr=$(timed simclr --pretext simclr) || exit 1
+mae=$(timed mae --pretext mae) || exit 1
+$PY benchmarks/bench_vit.py --device cuda --json benchmarks/gpu-vit.json > benchmarks/gpu-vit.log 2>&1 \
+  || { echo "gpu_check: benchmarks/bench_vit.py failed; see benchmarks/gpu-vit.log" >&2; exit 1; }
+$PY benchmarks/bench_lora.py --device cuda --json benchmarks/gpu-lora.json > benchmarks/gpu-lora.log 2>&1 \
+  || { echo "gpu_check: benchmarks/bench_lora.py failed; see benchmarks/gpu-lora.log" >&2; exit 1; }
 
-$PY - "$nb_status" "$nb_seconds" "$ae" "$simclr" "$(( $(date +%s) - start ))" <<'EOF'
+$PY - "$nb_status" "$nb_seconds" "$ae" "$simclr" "$mae" "$(( $(date +%s) - start ))" <<'EOF'
 import json, sys
-status, nb_seconds, ae, simclr, total = sys.argv[1:]
+status, nb_seconds, ae, simclr, mae, total = sys.argv[1:]
 info = json.load(open("benchmarks/gpu-report.json"))
 runs = {}
-for line in (ae, simclr):
+for line in (ae, simclr, mae):
     label, seconds, summary = line.split(" ", 2)
     runs[label] = {"seconds": float(seconds), "summary": json.loads(summary)}
 info.update(notebooks_fast={"status": status, "seconds": int(nb_seconds)}, pretraining=runs, total_seconds=int(total))
@@ -66,6 +74,10 @@ for label, run in runs.items():
     s = run["summary"]
     lines.append(f"- {label}, {s['epochs']} epochs, full recipe: {run['seconds']:.0f} s, final train loss "
                  f"{s['final_train_loss']:.4f}")
+for name in ("vit", "lora"):  # the benchmarks' own one-line summaries
+    info[name] = json.load(open(f"benchmarks/gpu-{name}.json"))
+    lines.append(f"- {name}: {info[name]['summary']} (benchmarks/gpu-{name}.json)")
+json.dump(info, open("benchmarks/gpu-report.json", "w"), indent=1)
 lines.append(f"- the whole check: {total} s")
 open("benchmarks/gpu-report.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))

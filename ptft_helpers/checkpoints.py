@@ -1,4 +1,4 @@
-"""The checkpoint file format: saving and loading pretrained encoders (autoencoders, SimCLR) safely.
+"""The checkpoint file format: saving and loading pretrained encoders (autoencoders, SimCLR, the MAE) safely.
 
 A checkpoint holds the model's configuration, its weights and metadata: at least ``REQUIRED_METADATA`` (what it was
 trained on, and how), plus the library versions. It is written atomically (a temporary file, then a rename, so a
@@ -22,6 +22,7 @@ from torch import nn
 from . import __version__
 from .contrastive import simclr_from_config
 from .models import Autoencoder, autoencoder_from_config
+from .vit import MaskedAutoencoder, ViTConfig
 
 FORMAT = "ptft-checkpoint/1"
 MAX_SIZE = 65_536  # the largest size (units, channels, code length) a checkpoint's configuration may give
@@ -157,8 +158,11 @@ def load_weights(model: nn.Module, payload: dict, source: str = "the checkpoint"
 
 
 def model_from_config(config: dict) -> nn.Module:
-    """An untrained model for a checkpoint's ``config``: SimCLR (arch "smallconv") or an autoencoder."""
+    """An untrained model for a checkpoint's ``config``: the masked autoencoder (arch "vit"), SimCLR (arch
+    "smallconv") or an autoencoder."""
     try:
+        if config.get("arch") == "vit":
+            return MaskedAutoencoder(ViTConfig.from_dict(config))
         if config.get("arch") == "smallconv":
             return simclr_from_config(config)
         return autoencoder_from_config(config)
@@ -174,8 +178,9 @@ def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu")
 
 
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the encoder's model stored at ``path`` (an autoencoder, or SimCLR); return it with the checkpoint's
-    metadata. A ``ValueError`` names the ``REQUIRED_METADATA`` that a checkpoint of an older version lacks."""
+    """Rebuild the encoder's model stored at ``path`` (an autoencoder, SimCLR or the MAE); return it with the
+    checkpoint's metadata. A ``ValueError`` names the ``REQUIRED_METADATA`` that a checkpoint of an older version
+    lacks."""
     payload = load_checkpoint(path, map_location)
     if missing := missing_metadata(payload["metadata"]):
         raise ValueError(

@@ -27,12 +27,14 @@ from .contrastive import SimCLR, contrastive_settings, evaluate_contrastive
 from .data import DATASETS, balanced_subset, check, dataset_info, load, prepare
 from .distributed import RankError, World
 from .envcheck import check_environment, print_report
+from .mae import masked_loss
 from .models import Classifier
 from .pretrained import load_or_pretrain, pretrain_settings, series_encoders
 from .seeding import seeded
 from .settings import data_folder, progress_enabled
 from .training import PRETEXTS, check_learning_rate, evaluate, finetune
 from .validation import positive_int
+from .vit import MaskedAutoencoder, ViTClassifier
 
 
 def _positive_int(text: str) -> int:
@@ -140,9 +142,10 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     """``pretrain``'s options for what is trained: the architecture, its sizes and the pretext task."""
     p.add_argument(
         "--arch",
-        choices=["mlp", "conv", "smallconv"],
+        choices=["mlp", "conv", "smallconv", "vit"],
         default=None,
-        help="architecture (default: mlp; smallconv, SimCLR's encoder: the only choice for --pretext simclr)",
+        help="architecture (default: mlp; smallconv, SimCLR's encoder: the only choice for --pretext simclr; "
+        "vit, the only choice for --pretext mae)",
     )
     p.add_argument(
         "--latent-dim",
@@ -158,9 +161,9 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--pretext",
-        choices=[*PRETEXTS, "simclr"],
+        choices=[*PRETEXTS, "simclr", "mae"],
         default="plain",
-        help="pretext task (simclr: contrastive, notebook 06)",
+        help="pretext task (simclr: contrastive, notebook 06; mae: a ViT's masked patches, notebook 08)",
     )
 
 
@@ -272,6 +275,8 @@ def _evaluate(checkpoint: Path) -> int:
     if isinstance(model, SimCLR):
         recipe = {"batch_size": meta["batch_size"], "temperature": meta["temperature"]}
         scores = evaluate_contrastive(model, test.images, **recipe)
+    elif isinstance(model, MaskedAutoencoder):
+        scores = {"masked_mse": masked_loss(model, test.images)}
     else:
         scores = evaluate(model, test.images)
     about = {"dataset": meta["dataset"], "pretext": meta["pretext"], "code_size": model.encoder.latent_dim}
@@ -286,7 +291,8 @@ def _finetune(args: argparse.Namespace) -> int:
     train, test = load(meta["dataset"], "train"), load(meta["dataset"], "test")
     idx = balanced_subset(train.labels, args.labels, seed=args.seed)
     with seeded(args.seed):
-        classifier = Classifier(model.encoder)
+        vit = isinstance(model, MaskedAutoencoder)
+        classifier = ViTClassifier(encoder=model.encoder) if vit else Classifier(model.encoder)
     if args.mode == "probe":
         classifier.freeze_encoder()
     finetune(classifier, train.images[idx], train.labels[idx], epochs=args.epochs, lr=args.lr, seed=args.seed)
@@ -378,11 +384,11 @@ def _pretrain_all(args: argparse.Namespace, world: World | None) -> None:
 def _options(args: argparse.Namespace) -> dict:
     """``load_or_pretrain``'s options from the command line (SimCLR's architecture and sizes by default)."""
     simclr = args.pretext == "simclr"
-    arch = args.arch or ("smallconv" if simclr else "mlp")
+    arch = args.arch or {"simclr": "smallconv", "mae": "vit"}.get(args.pretext, "mlp")
     return {
         "pretext": args.pretext,
         "arch": arch,
-        "latent_dim": args.latent_dim or (64 if simclr else None if arch == "smallconv" else 32),
+        "latent_dim": args.latent_dim or (64 if simclr else None if arch in ("smallconv", "vit") else 32),
         "hidden_dim": args.hidden_dim,
         "seed": args.seed,
         "path": args.out,

@@ -8,10 +8,8 @@ no PIL, no per-image Python loop.
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -22,10 +20,11 @@ from torch.nn.parallel import DistributedDataParallel
 from .data import to_inputs
 from .devices import autocast, grad_scaler, pick_device
 from .distributed import World, gather_rows, global_batch_norm
+from .engine import History, adam, fit, shuffled_batches
 from .models import IMAGE_SHAPE, Autoencoder
 from .seeding import seeded
 from .settings import pick
-from .training import History, TrainingDiverged, _batches, _progress, adam, check_learning_rate, end_epoch
+from .training import check_labels, check_learning_rate, classifier_groups, learning_rates
 from .validation import positive_int
 
 AUGMENT_DEFAULTS = {
@@ -42,6 +41,13 @@ def contrastive_settings() -> dict:
     """The SimCLR recipe of notebook 06 for ``pretrained.load_or_pretrain`` (smaller in fast mode, same code path);
     less the temperature, also the budget of 06's control, an autoencoder on the same encoder."""
     return {"epochs": pick(30, 2), "train_size": pick(60000, 512), "lr": 1e-3, "batch_size": 256, "temperature": 0.2}
+
+
+def check_augmentations(augmentations: dict) -> None:
+    """Refuse settings that ``augment`` does not take, in one line that lists the ones it does."""
+    unknown = set(augmentations) - set(AUGMENT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown augmentation setting(s) {sorted(unknown)}; use {sorted(AUGMENT_DEFAULTS)}.")
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -219,6 +225,35 @@ def simclr_from_config(config: dict) -> SimCLR | Autoencoder:
     return build_conv_autoencoder(config["channels"])
 
 
+def _batches_of_two_or_more(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:
+    """``engine.shuffled_batches`` less a last batch of one image, which has no negatives."""
+    return [b for b in shuffled_batches(n, batch_size, generator, device) if len(b) > 1]
+
+
+def _simclr_batch_loss(net: nn.Module, x: torch.Tensor, generator, temperature, amp, world, augmentations: dict):
+    """``pretrain_contrastive``'s ``batch_loss``: NT-Xent on two views of each image of the global batch (drawn alike
+    on every rank); under ``world`` each rank encodes its shard and the codes of all ranks are gathered. Records the
+    loss in float32."""
+
+    def batch_loss(idx: torch.Tensor):
+        xb = x.index_select(0, idx)  # the global batch; its views are drawn alike on every rank
+        v1, v2 = augment(xb, generator, **augmentations), augment(xb, generator, **augmentations)
+        if world:
+            part = world.shard(len(idx))
+            v1, v2 = v1[part], v2[part]
+        views = torch.cat([v1, v2]).contiguous(memory_format=torch.channels_last)  # (2b, 1, 28, 28)
+        with amp:
+            z = net(views).to(x.dtype)  # float32 (or a check's float64), not bf16
+        z1, z2 = z[: len(v1)], z[len(v1) :]
+        if world:
+            sizes = world.sizes(len(idx))
+            z1, z2 = gather_rows(z1, world, sizes), gather_rows(z2, world, sizes)  # every rank's codes
+        loss = nt_xent(z1, z2, temperature)  # on the whole global batch, the same on every rank
+        return loss, loss.detach().float()
+
+    return batch_loss
+
+
 def pretrain_contrastive(
     model: SimCLR,
     images: torch.Tensor,
@@ -245,9 +280,7 @@ def pretrain_contrastive(
     positive_int(epochs, "epochs")
     positive_int(batch_size, "batch_size")
     lr = check_learning_rate(lr)
-    unknown = set(augmentations) - set(AUGMENT_DEFAULTS)
-    if unknown:
-        raise ValueError(f"Unknown augmentation setting(s) {sorted(unknown)}; use {sorted(AUGMENT_DEFAULTS)}.")
+    check_augmentations(augmentations)
     if len(images) < 2:
         raise ValueError("Contrastive pretraining needs at least 2 images (the others are the negatives).")
     device = world.device if world else pick_device(device)
@@ -257,41 +290,29 @@ def pretrain_contrastive(
     model.to(device, memory_format=torch.channels_last).train()  # channels last: ~2x faster convolutions on a CPU
     x = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE).to(next(model.parameters()).dtype)
     net = DistributedDataParallel(model) if world else model
-    optimizer = adam(model.parameters(), lr, device)
-    amp, scaler = autocast(device), grad_scaler(device)
     generator = torch.Generator().manual_seed(seed)
-    history: History = {"epoch": [], "train_loss": [], "seconds": [], "images_per_s": [], "step_loss": []}
-    with _progress(epochs, "pretrain (SimCLR)", progress if not world or world.rank == 0 else False) as bar:
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            batches = [b for b in _batches(len(x), batch_size, generator, device) if len(b) > 1]
-            step_losses = torch.empty(len(batches), device=device)
-            for i, idx in enumerate(batches):
-                xb = x.index_select(0, idx)  # the global batch; its views are drawn alike on every rank
-                v1, v2 = augment(xb, generator, **augmentations), augment(xb, generator, **augmentations)
-                if world:
-                    part = world.shard(len(idx))
-                    v1, v2 = v1[part], v2[part]
-                views = torch.cat([v1, v2]).contiguous(memory_format=torch.channels_last)  # (2b, 1, 28, 28)
-                with amp:
-                    z = net(views).to(x.dtype)  # float32 (or a check's float64), not bf16
-                z1, z2 = z[: len(v1)], z[len(v1) :]
-                if world:
-                    sizes = world.sizes(len(idx))
-                    z1, z2 = gather_rows(z1, world, sizes), gather_rows(z2, world, sizes)  # every rank's codes
-                loss = nt_xent(z1, z2, temperature)  # on the whole global batch, the same on every rank
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step_losses[i] = loss.detach()
-            seconds = end_epoch(history, epoch, step_losses, lr, start, device)
-            history["images_per_s"].append(sum(len(b) for b in batches) / seconds)
-            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}")
-            bar.update()
+    batch_loss = _simclr_batch_loss(net, x, generator, temperature, autocast(device), world, augmentations)
+    history = fit(
+        model,
+        batch_loss,
+        len(x),
+        adam(model.parameters(), lr, device),
+        batch_size=batch_size,
+        generator=generator,
+        device=device,
+        epochs=epochs,
+        scaler=grad_scaler(device),
+        desc="pretrain (SimCLR)",
+        loss_digits=3,
+        progress=progress if not world or world.rank == 0 else False,
+        make_batches=_batches_of_two_or_more,
+    )
     if world:
         global_batch_norm(model, on=False)  # plain batch norm again: the trained model is the one a notebook loads
-    return history
+    full, rest = divmod(len(x), batch_size)
+    trained = full * batch_size * (batch_size > 1) + rest * (rest > 1)  # images per epoch, in batches of 2 or more
+    history["images_per_s"] = [trained / seconds for seconds in history["seconds"]]
+    return {key: history[key] for key in ("epoch", "train_loss", "seconds", "images_per_s", "step_loss")}
 
 
 @torch.no_grad()
@@ -339,6 +360,11 @@ def evaluate_contrastive(
     return {"nt_xent": statistics.fmean(losses), "chance": math.log(2 * size - 1)}
 
 
+def _last_batch_first(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:
+    """``engine.shuffled_batches`` taken from the end: the order ``train_augmented`` has always used."""
+    return shuffled_batches(n, batch_size, generator, device)[::-1]
+
+
 def train_augmented(
     classifier: nn.Module,
     images: torch.Tensor,
@@ -364,57 +390,40 @@ def train_augmented(
     """
     positive_int(steps, "steps")
     positive_int(eval_every, "eval_every")
-    lr = check_learning_rate(lr)
-    encoder_lr = lr if encoder_lr is None else check_learning_rate(encoder_lr, "encoder learning rate")
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match one to one.")
+    lr, encoder_lr = learning_rates(lr, encoder_lr)
+    check_labels(images, labels)
     device = pick_device(device)
     classifier.to(device, memory_format=torch.channels_last).train()
     x, y = to_inputs(images, device).reshape(-1, *IMAGE_SHAPE), labels.to(device)
     val_x, val_y = to_inputs(val[0], device), val[1].to(device)
-    groups = [
-        {"params": list(classifier.head.parameters()), "lr": lr},
-        {"params": list(classifier.encoder.parameters()), "lr": encoder_lr},
-    ]
-    optimizer = adam(groups, lr, device)
     generator = torch.Generator().manual_seed(seed)
-    history: History = {"step": [], "val_acc": [], "val_loss": [], "train_loss": [], "best_step": []}
 
-    def check(step: int, train_loss: float) -> tuple[float, float]:
-        """Record the validation accuracy and cross-entropy now; return (accuracy, minus the cross-entropy)."""
-        classifier.eval()
-        with torch.no_grad():
-            logits = classifier(val_x)
-        classifier.train()
-        acc, val_loss = float((logits.argmax(1) == val_y).float().mean()), float(F.cross_entropy(logits, val_y))
-        for key, value in (("step", step), ("val_acc", acc), ("val_loss", val_loss), ("train_loss", train_loss)):
-            history[key].append(value)
-        return acc, -val_loss
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(classifier(augment(x.index_select(0, idx), generator, **augmentations)), y[idx])
 
-    best = (check(0, float("nan")), 0, copy.deepcopy(classifier.state_dict()))  # step 0: where it starts
-    losses: list[torch.Tensor] = []
-    batches: list[torch.Tensor] = []
-    for step in range(1, steps + 1):
-        if not batches:
-            batches = _batches(len(x), min(batch_size, len(x)), generator, device)
-        idx = batches.pop()
-        loss = F.cross_entropy(classifier(augment(x.index_select(0, idx), generator, **augmentations)), y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-        if step % eval_every == 0 or step == steps:
-            mean_loss = float(torch.stack(losses).mean())
-            if not math.isfinite(mean_loss):
-                raise TrainingDiverged(step, None, lr, history)
-            score = check(step, mean_loss)
-            losses = []
-            if score > best[0]:
-                best = (score, step, copy.deepcopy(classifier.state_dict()))
-    classifier.load_state_dict(best[2])
+    def check() -> dict[str, float]:
+        logits = classifier(val_x)
+        accuracy = float((logits.argmax(1) == val_y).float().mean())
+        return {"val_acc": accuracy, "val_loss": float(F.cross_entropy(logits, val_y))}
+
+    history = fit(
+        classifier,
+        batch_loss,
+        len(x),
+        adam(classifier_groups(classifier, lr, encoder_lr), lr, device),
+        batch_size=min(batch_size, len(x)),
+        generator=generator,
+        device=device,
+        steps=steps,
+        check=check,
+        check_every=eval_every,
+        check_first=True,
+        keep_best=lambda s: (-s["val_acc"], s["val_loss"]),
+        progress=False,
+        make_batches=_last_batch_first,
+    )
     classifier.eval()
-    history["best_step"] = [best[1]]
-    return history
+    return {key: history[key] for key in ("step", "val_acc", "val_loss", "train_loss", "best_step")}
 
 
 def augmented_trial(

@@ -1,6 +1,7 @@
-"""The shared pretrained encoders: train one once, then load it everywhere (notebooks 03-05, the CLI).
+"""The shared pretrained encoders: train one once, then load it everywhere (notebooks 03-09, the CLI).
 
-``load_or_pretrain`` returns ``Pretrained(model, metadata, path)``: the autoencoder (or SimCLR model), its
+``load_or_pretrain`` returns ``Pretrained(model, metadata, path)``: the autoencoder (or SimCLR model, or the masked
+autoencoder, ``arch="vit", pretext="mae"``), its
 checkpoint's metadata (with the training history) and the checkpoint file it loaded or saved. It is the one writer of
 encoder checkpoints (notebook 09's subset encoders, ``experiments.load_or_pretrain_on_subset``, come through it too),
 so every checkpoint holds the same metadata (``checkpoints.REQUIRED_METADATA``) and loads everywhere: in the
@@ -36,12 +37,14 @@ from .checkpoints import load_checkpoint, load_weights, model_from_config, save_
 from .contrastive import build_conv_autoencoder, build_simclr, contrastive_settings, pretrain_contrastive
 from .data import dataset_info, load
 from .distributed import RankError, World
+from .mae import mae_settings, pretrain_mae
 from .models import Autoencoder, build_autoencoder
 from .protocol import protocol
 from .seeding import seeded
 from .settings import checkpoint_dirs, is_writable, pick, user_cache_dir, writable_checkpoint_dir
 from .training import PRETEXTS, pretrain
 from .validation import whole_number
+from .vit import MaskedAutoencoder, ViTConfig
 
 try:
     import fcntl
@@ -52,7 +55,7 @@ except ImportError:  # Windows: no advisory locks; a race can then only cost a s
 class Pretrained(NamedTuple):
     """What ``load_or_pretrain`` returns: ``model, metadata, path = load_or_pretrain(...)``."""
 
-    model: Autoencoder  # a contrastive.SimCLR model for pretext="simclr"
+    model: Autoencoder  # a contrastive.SimCLR model for pretext="simclr", a vit.MaskedAutoencoder for "mae"
     metadata: dict
     path: Path
 
@@ -72,6 +75,7 @@ def series_encoders() -> list[dict]:
         ),  # 05 and 09: each pretext's runs; 06 and 07 load masked-rescaled run 0 too
         {"pretext": "simclr", "arch": "smallconv", "channels": 32, "projection_dim": 64},  # 06 and 07: 30 epochs
         {"pretext": "plain", "arch": "smallconv", "channels": 32},  # 06's control: SimCLR's encoder and budget
+        *({"pretext": "mae", "arch": "vit", "seed": run} for run in range(protocol().pretrain_runs)),  # 08 and 09
     ]
 
 
@@ -81,9 +85,15 @@ def pretrain_settings() -> dict:
 
 
 def _build(arch: str, latent_dim: int | None, hidden_dim: int | None, pretext: str) -> torch.nn.Module:
-    """An untrained model for ``pretext``: SimCLR (arch "smallconv", hidden_dim = channels, latent_dim = projection
-    size) for "simclr"; else an autoencoder, on SimCLR's encoder for arch "smallconv" (its code: 64 x channels
-    numbers, so no latent_dim to give)."""
+    """An untrained model for ``pretext``: the masked autoencoder (arch "vit", sized by ``vit.ViTConfig()``) for
+    "mae"; SimCLR (arch "smallconv", hidden_dim = channels, latent_dim = projection size) for "simclr"; else an
+    autoencoder, on SimCLR's encoder for arch "smallconv" (its code: 64 x channels numbers, so no latent_dim)."""
+    if (pretext == "mae") != (arch == "vit"):
+        raise ValueError("The 'mae' pretext trains the 'vit' architecture and only it: pass arch='vit', pretext='mae'.")
+    if pretext == "mae":
+        if (latent_dim, hidden_dim) != (None, None):
+            raise ValueError("The ViT's sizes are vit.ViTConfig()'s: leave latent_dim, hidden_dim and channels out.")
+        return MaskedAutoencoder(ViTConfig())
     if pretext == "simclr":
         if arch != "smallconv":
             raise ValueError(f"The simclr pretext trains the 'smallconv' encoder, not {arch!r}: pass arch='smallconv'.")
@@ -112,8 +122,11 @@ def checkpoint_name(
     test_every_epoch: bool = True,
 ) -> str:
     """The file name that ``load_or_pretrain`` gives the checkpoint for these settings (ending in ``-subset`` when
-    it was trained without a test pass after each epoch, as notebook 09's encoders on subsets of the images are)."""
+    it was trained without a test pass after each epoch, as notebook 09's encoders on subsets of the images are).
+    A ViT's sizes are its width (hidden_dim) and patch size (latent_dim): ``...-vit-w128-p7-mae-...``."""
     name = dataset_info(dataset).name
+    if arch == "vit":
+        arch, hidden_dim, latent_dim = "vit", f"w{hidden_dim}", f"p{latent_dim}"
     suffix = "" if test_every_epoch else "-subset"
     return f"{name}-{arch}-{hidden_dim}-{latent_dim}-{pretext}-e{epochs}-n{train_size}-s{seed}{suffix}.pt"
 
@@ -176,7 +189,9 @@ def _recipe(pretext: str, arch: str, recipe: dict) -> dict:
     """``pretrain_settings()`` with ``recipe``'s overrides; for SimCLR's encoder (arch "smallconv"),
     ``contrastive_settings()``: SimCLR's own recipe, and the same budget (epochs, images, batch, learning rate) for
     an autoencoder on that encoder, less the temperature it has no use for."""
-    if arch == "smallconv":
+    if arch == "vit":
+        defaults = mae_settings()
+    elif arch == "smallconv":
         defaults = contrastive_settings()
         if pretext != "simclr":
             defaults.pop("temperature")
@@ -216,7 +231,9 @@ def load_or_pretrain(
     ``retrain=True`` trains (and saves) even when a matching checkpoint exists.
     ``recipe`` overrides ``pretrain_settings()`` (epochs, train_size, lr, batch_size); for ``pretext="simclr"``
     (``arch="smallconv"``, notebook 06) it overrides ``contrastive.contrastive_settings()`` (also temperature), the
-    recipe an autoencoder on that encoder shares (less the temperature).
+    recipe an autoencoder on that encoder shares (less the temperature). ``arch="vit", pretext="mae"``: the masked
+    autoencoder (``vit.MaskedAutoencoder(vit.ViTConfig())``, notebooks 08 and 09), trained by ``mae.pretrain_mae``
+    with ``mae.mae_settings()`` (epochs, train_size, lr, batch_size, weight_decay), in one process.
     Returns ``Pretrained(model, metadata, path)``; the metadata holds the training history, so plots
     work whether it was loaded or trained. Safe with a read-only data folder and with several processes.
     ``world`` (``distributed.World``, under torchrun): every rank trains its shard of each batch; only rank 0 takes
@@ -230,9 +247,8 @@ def load_or_pretrain(
     dataset = dataset_info(dataset).name
     with seeded(seed):  # checks the sizes before anything is loaded; the caller's random state stays as it was
         model = _build(arch, latent_dim, hidden_dim, pretext)
+    hidden_dim, latent_dim = _sizes_in_name(model)
     config = model.config
-    hidden_dim = config.get("hidden_dim", config.get("channels"))  # the architecture's default when not given
-    latent_dim = config.get("latent_dim", config.get("projection_dim", model.encoder.latent_dim))
     wanted = {"dataset": dataset, "pretext": pretext, "seed": seed, **settings}
     epochs, size = settings["epochs"], settings["train_size"]
     name = checkpoint_name(
@@ -246,6 +262,16 @@ def load_or_pretrain(
     return _train_and_save(target, wanted, config, world, retrain, **training)
 
 
+def _sizes_in_name(model: torch.nn.Module) -> tuple[int, int]:
+    """The two sizes a checkpoint's name gives: hidden units or channels and the code's (or projection's) length;
+    a ViT's width and patch size. The architecture's defaults where none was given."""
+    config = model.config
+    if config["arch"] == "vit":
+        return config["width"], config["patch_size"]
+    hidden_dim = config.get("hidden_dim", config.get("channels"))
+    return hidden_dim, config.get("latent_dim", config.get("projection_dim", model.encoder.latent_dim))
+
+
 def _named_sizes(
     arch: str,
     pretext: str,
@@ -257,7 +283,7 @@ def _named_sizes(
     """``hidden_dim`` and ``latent_dim`` as ``_build`` and the checkpoint names take them: ``channels`` is the
     first convolution's channels (conv, smallconv), ``projection_dim`` SimCLR's projection size."""
     if channels is not None:
-        if arch == "mlp" or hidden_dim is not None:
+        if arch in ("mlp", "vit") or hidden_dim is not None:
             raise ValueError("channels size a conv encoder ('conv' or 'smallconv'), and replace hidden_dim: give one.")
         hidden_dim = channels
     if projection_dim is not None:
@@ -313,13 +339,17 @@ def _train(
     pretext, seed = wanted["pretext"], wanted["seed"]
     with seeded(seed):
         model = model_from_config(config)
-    common = {"seed": seed, "world": world, **common}
-    recipe = {k: wanted[k] for k in ("epochs", "lr", "batch_size")}
-    if pretext == "simclr":
-        history = pretrain_contrastive(model, images, **recipe, temperature=wanted["temperature"], **common)
+    own = {"mae": ("weight_decay",), "simclr": ("temperature",)}.get(pretext, ())  # the pretext's own settings
+    recipe = {k: wanted[k] for k in ("epochs", "lr", "batch_size", *own)}
+    test = load(wanted["dataset"], "test").images if test_every_epoch and pretext != "simclr" else None
+    if pretext == "mae":
+        if world is not None:
+            raise ValueError("The MAE trains in one process: run `python -m ptft_helpers pretrain` without torchrun.")
+        history = pretrain_mae(model, images, **recipe, seed=seed, test_images=test, **common)
+    elif pretext == "simclr":
+        history = pretrain_contrastive(model, images, **recipe, seed=seed, world=world, **common)
     else:
-        test_images = load(wanted["dataset"], "test").images if test_every_epoch else None
-        history = pretrain(model, images, **recipe, pretext=pretext, test_images=test_images, **common)
+        history = pretrain(model, images, **recipe, pretext=pretext, test_images=test, seed=seed, world=world, **common)
     history.pop("step_loss")
     final = {f"final_{key}": history[key][-1] for key in ("train_loss", "test_loss") if key in history}
     return model, {**final, "world_size": world.size if world else 1, "history": history}

@@ -4,9 +4,9 @@ At a few hundred labels each classifier's matrix products are tiny, so training 
 after another leaves the CPU mostly idle. Here K models with the same layers are stacked with
 ``torch.func.stack_module_state`` and run with ``torch.func.vmap``: one batched matrix product
 per layer for all K. Each model still has its own data, learning rate and batch order, and its
-own Adam state; the update is Adam's, written out so that each model can have its own learning
-rate. A test checks that a model trained in a stack scores what it scores trained alone with
-``training.finetune``.
+own Adam state; the update is Adam's, written out (``StackedAdam``) so that each model can have its own learning
+rate. The loop is ``engine.fit``'s. A test checks that a model trained in a stack scores what it scores trained alone
+with ``training.finetune``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from .engine import fit, shuffled_batches
 from .training import check_learning_rate
 from .validation import positive_int
 
@@ -57,18 +58,43 @@ class Trained:
     curve: list[tuple[int, float, float]]  # (step, val accuracy, val loss) at every check
 
 
-def _adam_step(params, grads, state, lr: torch.Tensor, step: int, betas=(0.9, 0.999), eps=1e-8) -> None:
-    """torch.optim.Adam's update, with a learning rate per stacked model (``lr`` broadcasts over dim 0)."""
-    b1, b2 = betas
-    bc1, bc2 = 1 - b1**step, 1 - b2**step
-    for name, p in params.items():
-        g = grads[name]
-        m, v = state[name]
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)
-        scale = (lr / bc1).view(-1, *([1] * (p.dim() - 1)))
-        p.sub_(scale * m / denom)
+class StackedAdam(torch.optim.Optimizer):
+    """torch.optim.Adam's update for parameters stacked over dim 0 (one model per row) with a learning rate per model
+    (``rates``, shape (K,)): torch.optim's Adam takes one learning rate per parameter group, not one per row of a
+    tensor, so the update is written out here. ``lr`` is the largest rate (what an error message names)."""
+
+    def __init__(self, params, rates: torch.Tensor, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, {"lr": float(rates.max()), "rates": rates, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            (b1, b2), eps = group["betas"], group["eps"]
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                m, v, g = state["m"], state["v"], p.grad
+                bc1, bc2 = 1 - b1 ** state["step"], 1 - b2 ** state["step"]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)
+                scale = (group["rates"] / bc1).view(-1, *([1] * (p.dim() - 1)))
+                p.sub_(scale * m / denom)
+
+
+class _Stack(nn.Module):
+    """K models' parameters stacked over dim 0, as one module for ``engine.fit`` and ``StackedAdam``."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        stacked, _ = stack_module_state(list(models))
+        self.names = list(stacked)
+        self.stacked = nn.ParameterList(nn.Parameter(p.detach().clone()) for p in stacked.values())
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.stacked))
 
 
 def _scores(base: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
@@ -89,14 +115,56 @@ def _scores(base: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor, chu
     return correct / n, loss / n  # float64: accuracies are exact fractions
 
 
+def _stacked_batches(jobs: Sequence[Job]):
+    """``engine.fit``'s ``make_batches`` for a stack: each job's batches in ``engine.shuffled_batches``' order from
+    its own seed (jobs with one seed share one order), as (K, B) index tensors; ``fit``'s generator is not used."""
+    generators = {s: torch.Generator().manual_seed(s) for s in {j.seed for j in jobs}}
+
+    def make_batches(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:
+        orders = {s: shuffled_batches(n, batch_size, g, device) for s, g in generators.items()}
+        return [torch.stack([orders[j.seed][i] for j in jobs]) for i in range(len(orders[jobs[0].seed]))]
+
+    return make_batches
+
+
+class _BestChecks:
+    """``engine.fit``'s ``check`` for a stack: scores every model on its validation split, and keeps each model's
+    weights from its best check (the best accuracy; ties: the lower loss, then the earlier step)."""
+
+    def __init__(self, stack: _Stack, base: nn.Module, jobs: Sequence[Job], steps: int, check_every: int):
+        self.stack, self.base, self.steps, self.check_every, k = stack, base, steps, check_every, len(jobs)
+        self.val_x, self.val_y = torch.stack([j.val_x for j in jobs]), torch.stack([j.val_y for j in jobs])
+        self.best = {name: p.detach().clone() for name, p in stack.params().items()}
+        self.acc, self.loss, self.step = torch.full((k,), -1.0), torch.full((k,), math.inf), torch.zeros(k).long()
+        self.curves: list[list[tuple[int, float, float]]] = [[] for _ in jobs]
+
+    def __call__(self) -> dict:
+        step = min((len(self.curves[0]) + 1) * self.check_every, self.steps)  # checks: every check_every, the last
+        acc, loss = _scores(self.base, self.stack.params(), self.val_x, self.val_y)
+        better = (acc > self.acc) | ((acc == self.acc) & (loss < self.loss))
+        for name, p in self.stack.params().items():
+            self.best[name] = torch.where(better.view(-1, *([1] * (p.dim() - 1))), p, self.best[name])
+        self.acc, self.loss = torch.where(better, acc, self.acc), torch.where(better, loss, self.loss)
+        self.step = torch.where(better, torch.tensor(step), self.step)
+        for i, curve in enumerate(self.curves):
+            curve.append((step, float(acc[i]), float(loss[i])))
+        return {}
+
+    def trained(self) -> list[Trained]:
+        pick = [({name: p[i] for name, p in self.best.items()}, int(self.step[i])) for i in range(len(self.curves))]
+        return [Trained(p, s, float(self.acc[i]), float(self.loss[i]), self.curves[i]) for i, (p, s) in enumerate(pick)]
+
+
 def train_stack(jobs: Sequence[Job], *, steps: int, batch_size: int, check_every: int, progress=None) -> list[Trained]:
-    """Train every job for ``steps`` Adam steps (whole epochs of shuffled mini-batches), all at once.
+    """Train every job for ``steps`` Adam steps (whole epochs of shuffled mini-batches), all at once, with
+    ``engine.fit``; the optimiser is ``StackedAdam``, Adam written out, since torch.optim's Adam cannot give each
+    stacked model its own learning rate.
 
     The validation split is scored every ``check_every`` steps and after the last; each job keeps its
     weights from the check with the best validation accuracy (ties: the lower validation loss, then the
     earlier step), i.e. early stopping chosen on validation data. ``progress`` (a tqdm bar) is advanced
     by one per model and step. All jobs must share the model's layers and the number of training and
-    validation examples.
+    validation examples. Raises ``engine.TrainingDiverged`` when a step's loss is NaN or infinite.
     """
     positive_int(steps, "steps")
     positive_int(batch_size, "batch_size")
@@ -106,66 +174,36 @@ def train_stack(jobs: Sequence[Job], *, steps: int, batch_size: int, check_every
     n_train, n_val = len(jobs[0].train_y), len(jobs[0].val_y)
     if any(len(j.train_y) != n_train or len(j.val_y) != n_val for j in jobs):
         raise ValueError("All jobs in one stack need the same number of training and of validation examples.")
-    k = len(jobs)
-    lr = torch.tensor([check_learning_rate(j.lr) for j in jobs])
-    params, _ = stack_module_state([j.model for j in jobs])
-    params = {name: p.detach().clone() for name, p in params.items()}
-    base = copy.deepcopy(jobs[0].model).to("meta")
+    k, rates = len(jobs), torch.tensor([check_learning_rate(j.lr) for j in jobs])
+    stack, base = _Stack([j.model for j in jobs]), copy.deepcopy(jobs[0].model).to("meta")
     forward = vmap(lambda p, xb: functional_call(base, p, (xb,)))
     train_x = torch.stack([j.train_x for j in jobs])  # (K, n_train, d)
     train_y = torch.stack([j.train_y for j in jobs])  # (K, n_train)
-    val_x, val_y = torch.stack([j.val_x for j in jobs]), torch.stack([j.val_y for j in jobs])
-    state = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in params.items()}
-    generators = {s: torch.Generator().manual_seed(s) for s in {j.seed for j in jobs}}
-    best = {name: p.clone() for name, p in params.items()}
-    best_acc, best_loss = torch.full((k,), -1.0), torch.full((k,), math.inf)
-    best_step = torch.zeros(k, dtype=torch.long)
-    curves: list[list[tuple[int, float, float]]] = [[] for _ in jobs]
-    batch_size = min(batch_size, n_train)
-    step = 0
-    while step < steps:
-        # One epoch: a fresh order per seed, drawn exactly as training.finetune draws it.
-        orders = {s: torch.randperm(n_train, generator=g) for s, g in generators.items()}
-        order = torch.stack([orders[j.seed] for j in jobs])  # (K, n_train)
-        for idx in order.split(batch_size, dim=1):
-            if step >= steps:
-                break
-            xb = train_x.gather(1, idx.unsqueeze(-1).expand(-1, -1, train_x.shape[-1]))
-            yb = train_y.gather(1, idx)
-            for p in params.values():
-                p.requires_grad_(True)
-            logits = forward(params, xb)  # (K, B, classes)
-            # Sum of each model's mean loss: each model's gradient is its own mean-loss gradient.
-            loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1).mean(1).sum()
-            grads = torch.autograd.grad(loss, list(params.values()))
-            if not math.isfinite(float(loss.detach())):
-                raise ValueError("Training diverged (NaN or infinite loss) in a stack; lower the learning rates.")
-            step += 1
-            with torch.no_grad():
-                for p in params.values():
-                    p.requires_grad_(False)
-                _adam_step(params, dict(zip(params, grads)), state, lr, step)
-                if step % check_every == 0 or step == steps:
-                    acc, vloss = _scores(base, params, val_x, val_y)
-                    better = (acc > best_acc) | ((acc == best_acc) & (vloss < best_loss))
-                    for name, p in params.items():
-                        best[name] = torch.where(better.view(-1, *([1] * (p.dim() - 1))), p, best[name])
-                    best_acc, best_loss = torch.where(better, acc, best_acc), torch.where(better, vloss, best_loss)
-                    best_step = torch.where(better, torch.tensor(step), best_step)
-                    for i in range(k):
-                        curves[i].append((step, float(acc[i]), float(vloss[i])))
-            if progress is not None:
-                progress.update(k)
-    return [
-        Trained(
-            {name: p[i] for name, p in best.items()},
-            int(best_step[i]),
-            float(best_acc[i]),
-            float(best_loss[i]),
-            curves[i],
-        )
-        for i in range(k)
-    ]
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:  # idx (K, B): each job's rows
+        xb, yb = train_x.gather(1, idx.unsqueeze(-1).expand(-1, -1, train_x.shape[-1])), train_y.gather(1, idx)
+        logits = forward(stack.params(), xb)  # (K, B, classes)
+        if progress is not None:
+            progress.update(k)
+        # Sum of each model's mean loss: each model's gradient is its own mean-loss gradient.
+        return F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1).mean(1).sum()
+
+    checks = _BestChecks(stack, base, jobs, steps, check_every)
+    fit(
+        stack,
+        batch_loss,
+        n_train,
+        StackedAdam(stack.parameters(), rates),
+        batch_size=min(batch_size, n_train),
+        generator=torch.Generator(),
+        device=train_x.device,
+        steps=steps,
+        check=checks,
+        check_every=check_every,
+        progress=False,
+        make_batches=_stacked_batches(jobs),
+    )
+    return checks.trained()
 
 
 @torch.no_grad()

@@ -1,44 +1,29 @@
-"""Training loops: ``pretrain`` an autoencoder, ``finetune`` a classifier, ``evaluate`` either.
+"""Training: ``pretrain`` an autoencoder, ``finetune`` a classifier, ``evaluate`` either.
 
-Batches are cut by index from tensors that are already in memory (and on the GPU when
-there is one): no per-sample transforms and no DataLoader workers. Each function returns
-a *history*: a dict of per-epoch lists that ``plots.plot_history`` draws directly.
+Both build the loss of one batch and hand it to ``engine.fit``, the one loop of the package (``adam`` and
+``TrainingDiverged`` live there, and are importable from here as before). Each function returns a *history*: a dict
+of per-epoch lists that ``plots.plot_history`` draws directly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import time
-from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from .data import to_inputs
-from .devices import autocast, grad_scaler, pick_device, synchronize
+from .devices import autocast, grad_scaler, pick_device
 from .distributed import World
+from .engine import History, adam, fit, optimizer_step
+from .engine import TrainingDiverged as TrainingDiverged  # its home was here: the notebooks and tests import it here
 from .models import Classifier
-from .settings import progress_enabled
 from .validation import positive_int
 
-History = dict[str, list[float]]
 PRETEXTS = ("plain", "denoising", "masked", "masked-rescaled")
-
-
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite; ``epoch`` and ``step`` (1-based, when known) say where."""
-
-    def __init__(self, epoch: int, step: int | None, lr: float, history: History):
-        self.epoch, self.step, self.lr, self.history = epoch, step, lr, history
-        where = f"epoch {epoch}" + (f" (step {step} overall)" if step is not None else "")
-        super().__init__(
-            f"Training diverged: the loss became NaN or infinite in {where} "
-            f"with learning rate {lr:g}. Try a lower learning rate, e.g. {lr / 10:g}."
-        )
 
 
 def check_learning_rate(lr: float, label: str = "learning rate") -> float:
@@ -48,10 +33,16 @@ def check_learning_rate(lr: float, label: str = "learning rate") -> float:
     return float(lr)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
-    """A fresh random order of 0..n-1 (drawn on the CPU, so seeds repeat on any device), cut into batches."""
-    order = torch.randperm(n, generator=generator).to(device)
-    return list(order.split(batch_size))
+def learning_rates(lr: float, encoder_lr: float | None) -> tuple[float, float]:
+    """A classifier's head and encoder learning rates, checked (``encoder_lr`` defaults to ``lr``)."""
+    lr = check_learning_rate(lr)
+    return lr, lr if encoder_lr is None else check_learning_rate(encoder_lr, "encoder learning rate")
+
+
+def check_labels(images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Refuse images and labels that do not match one to one, in one line."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match one to one.")
 
 
 def corrupt(
@@ -73,13 +64,14 @@ def corrupt(
     raise ValueError(f"Unknown pretext {pretext!r}. Choose one of: {', '.join(PRETEXTS)}.")
 
 
-def adam(params: Iterable, lr: float, device: torch.device, *, capturable: bool = False) -> torch.optim.Adam:
-    """Adam with PyTorch's fused kernel on the CPU and CUDA: the same update, computed in one
-    pass per tensor instead of a dozen small operations (on 2 CPU cores a pretraining epoch is
-    ~15-20% faster at batch 128, ~5% at batch 512; see benchmarks/README.md).
-    ``capturable=True`` keeps the step on the GPU, as CUDA graph capture needs (the benchmark uses it)."""
-    fused = True if device.type in ("cpu", "cuda") else None  # PyTorch >= 2.4 (pyproject.toml) has both kernels
-    return torch.optim.Adam(params, lr=lr, fused=fused, capturable=capturable)
+def reconstruction_loss(
+    model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, amp: contextlib.AbstractContextManager | None = None
+) -> torch.Tensor:
+    """MSE between ``model(inputs)`` and ``target`` (B, 784), the forward pass under the mixed-precision context
+    ``amp`` (``devices.autocast(device)``; none by default), the loss in ``target``'s dtype (float32, or the
+    float64 of a check; not bf16)."""
+    with amp or contextlib.nullcontext():
+        return F.mse_loss(model(inputs).to(target.dtype), target)
 
 
 def pretrain_step(
@@ -91,48 +83,32 @@ def pretrain_step(
     scaler: torch.amp.GradScaler | None = None,
     weight: float = 1.0,
 ) -> torch.Tensor:
-    """One optimiser step of pretraining: MSE between ``model(inputs)`` and ``target`` (B, 784), under the
-    mixed-precision context ``amp`` (``devices.autocast(device)``; none by default) and its gradient ``scaler``
-    (``devices.grad_scaler``, for float16). ``weight`` scales the loss that is minimised (a data-parallel rank's
-    share, ``distributed.World.loss_weight``). Returns the unweighted loss, detached."""
-    with amp or contextlib.nullcontext():
-        loss = F.mse_loss(model(inputs).to(target.dtype), target)  # float32 (or the float64 of a check), not bf16
-    optimizer.zero_grad(set_to_none=True)
-    minimised = loss * weight if weight != 1.0 else loss
-    if scaler is None:
-        minimised.backward()
-        optimizer.step()
-    else:  # a disabled scaler (float32) passes the loss and the step through unchanged
-        scaler.scale(minimised).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    """One optimiser step of pretraining, as ``pretrain`` takes it: ``reconstruction_loss`` under ``amp``, then
+    ``engine.optimizer_step`` through the gradient ``scaler`` (``devices.grad_scaler``, for float16). ``weight``
+    scales the loss that is minimised (a data-parallel rank's share, ``distributed.World.loss_weight``). Returns the
+    unweighted loss, detached."""
+    loss = reconstruction_loss(model, inputs, target, amp)
+    optimizer_step(loss * weight if weight != 1.0 else loss, optimizer, scaler)
     return loss.detach()
 
 
-def _progress(total: int, desc: str, show: bool | None):
-    return tqdm(
-        total=total, desc=desc, unit="epoch", disable=not (progress_enabled() if show is None else show), leave=False
-    )
+def _pretext_batch_loss(net: nn.Module, x: torch.Tensor, pretext: str, generator, amp, world: World | None):
+    """``pretrain``'s ``batch_loss``: the pretext's input for the whole global batch (its noise and masks drawn
+    alike on every rank), and under ``world`` this rank's shard, weighted; the recorded value is this rank's share
+    of the batch's mean loss (``World.sum_`` adds the shares up at the end of each epoch)."""
 
+    def batch_loss(idx: torch.Tensor):
+        target = x.index_select(0, idx)  # (B, 784): the global batch
+        inputs = corrupt(target, pretext, generator)
+        if world is None:
+            return reconstruction_loss(net, inputs, target, amp)
+        part, weight = world.shard(len(idx)), world.loss_weight(len(idx))
+        loss = reconstruction_loss(net, inputs[part], target[part], amp)
+        share = part.stop - part.start  # 0 where a last batch has fewer images than there are ranks
+        record = loss.detach() * share / len(idx) if share else torch.zeros((), dtype=loss.dtype, device=loss.device)
+        return (loss * weight if weight != 1.0 else loss), record
 
-def end_epoch(
-    history: History, epoch: int, step_losses: torch.Tensor, lr: float, start: float, device: torch.device
-) -> float:
-    """Record a finished epoch in ``history`` (its step losses, mean loss and seconds since ``start``); return the
-    seconds. Raises ``TrainingDiverged`` at the epoch's first non-finite step loss. Shared by every pretraining loop.
-    """
-    step_losses = step_losses.cpu()
-    synchronize(device)
-    done_before = len(history["step_loss"])
-    history["step_loss"].extend(step_losses.tolist())
-    if not torch.isfinite(step_losses).all():
-        first_bad = int(torch.nonzero(~torch.isfinite(step_losses))[0])
-        raise TrainingDiverged(epoch, done_before + first_bad + 1, lr, history)
-    seconds = time.perf_counter() - start
-    history["epoch"].append(epoch)
-    history["train_loss"].append(float(step_losses.mean()))
-    history["seconds"].append(seconds)
-    return seconds
+    return batch_loss
 
 
 def pretrain(
@@ -169,39 +145,62 @@ def pretrain(
     if world:
         world.check_batch(batch_size)
     model.to(device).train()
-    dtype = next(model.parameters()).dtype
-    x = to_inputs(images, device).to(dtype)  # (N, 784) floats in [0, 1], moved to the device once
+    x = to_inputs(images, device).to(next(model.parameters()).dtype)  # (N, 784) in [0, 1], on the device once
     net = DistributedDataParallel(model) if world else model
-    optimizer = adam(model.parameters(), lr, device)
-    amp, scaler = autocast(device), grad_scaler(device)
     generator = torch.Generator().manual_seed(seed)
-    history: History = {"epoch": [], "train_loss": [], "seconds": [], "step_loss": []}
-    if test_images is not None:
-        history["test_loss"] = []
-    with _progress(epochs, "pretrain", progress if not world or world.rank == 0 else False) as bar:
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            batches = _batches(len(x), batch_size, generator, device)
-            step_losses = torch.empty(len(batches), device=device, dtype=dtype)
-            for i, idx in enumerate(batches):
-                target = x.index_select(0, idx)  # (B, 784): the global batch
-                inputs = corrupt(target, pretext, generator)  # noise and masks drawn for the whole global batch
-                if world is None:
-                    step_losses[i] = pretrain_step(net, optimizer, inputs, target, amp, scaler)
-                    continue
-                part, weight = world.shard(len(idx)), world.loss_weight(len(idx))
-                loss = pretrain_step(net, optimizer, inputs[part], target[part], amp, scaler, weight)
-                share = part.stop - part.start  # 0 where a last batch has fewer images than there are ranks
-                step_losses[i] = loss * share / len(idx) if share else 0.0  # this rank's share of the batch mean
-            if world:
-                world.sum_(step_losses)  # the whole batch's mean loss per step, on every rank
-            end_epoch(history, epoch, step_losses, lr, start, device)
-            if test_images is not None:
-                history["test_loss"].append(evaluate(model, test_images, device=device)["mse"])
-                model.train()
-            bar.set_postfix(loss=f"{history['train_loss'][-1]:.4f}")
-            bar.update()
-    return history
+    batch_loss = _pretext_batch_loss(net, x, pretext, generator, autocast(device), world)
+    check = None if test_images is None else lambda: {"test_loss": evaluate(model, test_images, device=device)["mse"]}
+    history = fit(
+        model,
+        batch_loss,
+        len(x),
+        adam(model.parameters(), lr, device),
+        batch_size=batch_size,
+        generator=generator,
+        device=device,
+        epochs=epochs,
+        check=check,
+        scaler=grad_scaler(device),
+        desc="pretrain",
+        progress=progress if not world or world.rank == 0 else False,
+        reduce_losses=world.sum_ if world else None,
+    )
+    return {key: history[key] for key in ("epoch", "train_loss", "seconds", "step_loss", "test_loss") if key in history}
+
+
+def classifier_groups(classifier: nn.Module, lr: float, encoder_lr: float) -> list[dict]:
+    """Adam's parameter groups for a classifier: the head at ``lr``, the encoder at ``encoder_lr`` (left out when
+    ``classifier.encoder_frozen``: a frozen encoder is not trained at all)."""
+    groups = [{"params": list(classifier.head.parameters()), "lr": lr}]
+    if not getattr(classifier, "encoder_frozen", False):
+        groups.append({"params": list(classifier.encoder.parameters()), "lr": encoder_lr})
+    return groups
+
+
+def _classification(classifier: Classifier, x, y, amp, val, device):
+    """``finetune``'s ``batch_loss`` and its end-of-epoch ``check``: the epoch's mean cross-entropy per image and
+    accuracy (summed on the device, read once), then the validation scores when there is ``val``."""
+    totals = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device, dtype=torch.long)}
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        with amp:
+            logits = classifier(xb).float()
+        loss = F.cross_entropy(logits, yb)
+        totals["loss"] += loss.detach() * len(idx)
+        totals["correct"] += (logits.argmax(1) == yb).sum()
+        return loss
+
+    def check() -> dict[str, float]:
+        scores = {"mean_loss": float(totals["loss"]) / len(x), "train_acc": float(totals["correct"]) / len(x)}
+        for total in totals.values():
+            total.zero_()
+        if val is not None:
+            on_val = evaluate(classifier, val[0], val[1], device=device)
+            scores.update(val_loss=on_val["loss"], val_acc=on_val["accuracy"])
+        return scores
+
+    return batch_loss, check
 
 
 def finetune(
@@ -228,61 +227,35 @@ def finetune(
     """
     positive_int(epochs, "epochs")
     positive_int(batch_size, "batch_size")
-    lr = check_learning_rate(lr)
-    encoder_lr = lr if encoder_lr is None else check_learning_rate(encoder_lr, "encoder learning rate")
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels: they must match one to one.")
+    lr, encoder_lr = learning_rates(lr, encoder_lr)
+    check_labels(images, labels)
     if len(images) == 0:
         raise ValueError("No labelled images to train on.")
+    if val is not None and (len(val[0]) != len(val[1]) or len(val[0]) == 0):
+        raise ValueError(
+            f"val must be (images, labels) of the same, non-zero length; got {len(val[0])} and {len(val[1])}."
+        )
     device = pick_device(device)
     classifier.to(device).train()
-    x = to_inputs(images, device)
-    y = labels.to(device)
-    groups = [{"params": list(classifier.head.parameters()), "lr": lr}]
-    if not classifier.encoder_frozen:
-        groups.append({"params": list(classifier.encoder.parameters()), "lr": encoder_lr})
-    optimizer = adam(groups, lr, device)
-    amp, scaler = autocast(device), grad_scaler(device)
-    generator = torch.Generator().manual_seed(seed)
-    history: History = {"epoch": [], "train_loss": [], "train_acc": [], "seconds": []}
-    if val is not None:
-        if len(val[0]) != len(val[1]) or len(val[0]) == 0:
-            raise ValueError(
-                f"val must be (images, labels) of the same, non-zero length; got {len(val[0])} and {len(val[1])}."
-            )
-        history.update(val_loss=[], val_acc=[])
-    with _progress(epochs, "finetune", progress) as bar:
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            batches = _batches(len(x), batch_size, generator, device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            for idx in batches:
-                xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-                with amp:
-                    logits = classifier(xb).float()
-                loss = F.cross_entropy(logits, yb)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.detach() * len(idx)
-                correct += (logits.argmax(1) == yb).sum()
-            mean_loss = float(loss_sum) / len(x)
-            if not math.isfinite(mean_loss):
-                raise TrainingDiverged(epoch, None, lr, history)
-            history["epoch"].append(epoch)
-            history["train_loss"].append(mean_loss)
-            history["train_acc"].append(float(correct) / len(x))
-            history["seconds"].append(time.perf_counter() - start)
-            if val is not None:
-                scores = evaluate(classifier, val[0], val[1], device=device)
-                history["val_loss"].append(scores["loss"])
-                history["val_acc"].append(scores["accuracy"])
-                classifier.train()
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
-            bar.update()
-    return history
+    x, y = to_inputs(images, device), labels.to(device)
+    batch_loss, check = _classification(classifier, x, y, autocast(device), val, device)
+    history = fit(
+        classifier,
+        batch_loss,
+        len(x),
+        adam(classifier_groups(classifier, lr, encoder_lr), lr, device),
+        batch_size=batch_size,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+        epochs=epochs,
+        check=check,
+        scaler=grad_scaler(device),
+        progress=progress,
+        desc="finetune",
+    )
+    history["train_loss"] = history.pop("mean_loss")  # per image, as evaluate() scores: not the mean step loss
+    keys = ("epoch", "train_loss", "train_acc", "seconds", "val_loss", "val_acc")
+    return {key: history[key] for key in keys if key in history}
 
 
 @torch.no_grad()

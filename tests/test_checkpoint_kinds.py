@@ -1,6 +1,7 @@
 """Every kind of encoder checkpoint, as each path that saves one writes it, works with ``evaluate`` and ``finetune``:
 each autoencoder pretext, SimCLR, notebook 09's subset encoders and one trained by torchrun on 2 processes. An older
-checkpoint without the metadata is one line and exit code 2."""
+checkpoint without the metadata is one line and exit code 2. The masked autoencoder's (notebook 08) has the same
+metadata and loads with ``load_pretrained``."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from test_cli import assert_one_line_error, run
 from test_distributed import torchrun
 
 from ptft_helpers import experiments
-from ptft_helpers.checkpoints import FORMAT, REQUIRED_METADATA, load_checkpoint
+from ptft_helpers.checkpoints import FORMAT, REQUIRED_METADATA, load_checkpoint, load_pretrained
+from ptft_helpers.mae import masked_loss
 from ptft_helpers.models import build_autoencoder
 from ptft_helpers.pretrained import load_or_pretrain
+from ptft_helpers.vit import MaskedAutoencoder, ViTConfig
 
 TINY = {"epochs": 1, "train_size": 256, "progress": False}
 TINY_ARGS = ["--epochs", "1", "--train-size", "256"]
@@ -28,7 +31,8 @@ AUTOENCODERS = {  # kind -> load_or_pretrain's options
 }
 SIMCLR = {"pretext": "simclr", "arch": "smallconv", "hidden_dim": 8, "latent_dim": 16, "batch_size": 64}
 SIMCLR_RECIPE = {"epochs": 2, "train_size": 1024}  # 32 steps: its test loss is then clearly below chance
-KINDS = [*AUTOENCODERS, "simclr", "subset", "torchrun"]
+MAE = {"arch": "vit", "pretext": "mae", "batch_size": 64}
+KINDS = [*AUTOENCODERS, "simclr", "mae", "subset", "torchrun"]
 
 
 def old_subset_checkpoint(path):
@@ -63,6 +67,7 @@ def checkpoints(tmp_path_factory, fashion_root):
         experiments.load_or_pretrain_on_subset(size=256, pretext="plain", seed=0, steps=2)
         (paths["subset"],) = folder.rglob("*-subset.pt")
         paths["torchrun"] = _torchrun_checkpoint(env)
+        paths["mae"] = load_or_pretrain(**MAE, **TINY).path
         yield paths
 
 
@@ -72,6 +77,13 @@ def test_every_kind_has_the_metadata(checkpoints, kind):
     assert [key for key in REQUIRED_METADATA if key not in metadata] == []
     assert metadata["world_size"] == (2 if kind == "torchrun" else 1)
     assert len(metadata["history"]["train_loss"]) == metadata["epochs"]
+
+
+def test_the_masked_autoencoder_loads_as_it_was_saved(checkpoints, fashion):
+    model, metadata = load_pretrained(checkpoints["mae"])
+    assert isinstance(model, MaskedAutoencoder) and metadata["pretext"] == "mae"
+    test_loss = masked_loss(model, fashion["test"].images)
+    assert test_loss == pytest.approx(metadata["final_test_loss"], rel=1e-6)
 
 
 def test_the_subset_encoder_is_trained_as_load_or_pretrain_trains(checkpoints):
@@ -92,6 +104,9 @@ def test_evaluate_every_kind(capsys, checkpoints, kind):
         assert scores["code_size"] == 4 * 8 * 16  # 4C channels on a 4 x 4 grid
         assert scores["chance"] == pytest.approx(math.log(2 * 64 - 1))
         assert 0 < scores["nt_xent"] < scores["chance"] - 0.2  # measured: 0.6 below
+    elif kind == "mae":  # the masked patches' MSE, with the masks of the test pass after the last epoch
+        assert scores["code_size"] == ViTConfig().width  # the CLS token a classifier reads
+        assert scores["masked_mse"] == pytest.approx(metadata["final_test_loss"], rel=1e-4)
     elif "final_test_loss" in metadata:  # the test pass after training's last epoch measured the same thing
         assert scores["mse"] == pytest.approx(metadata["final_test_loss"], rel=1e-4)
     else:  # the subset encoder: no test pass during training

@@ -13,8 +13,12 @@ import pytest
 import torch
 
 from ptft_helpers import pretrained, settings
-from ptft_helpers.checkpoints import load_autoencoder, load_checkpoint
+from ptft_helpers.checkpoints import load_autoencoder, load_checkpoint, load_pretrained
+from ptft_helpers.data import load
+from ptft_helpers.mae import mae_settings, masked_loss
 from ptft_helpers.pretrained import Pretrained, default_checkpoint_path, load_or_pretrain
+from ptft_helpers.protocol import protocol
+from ptft_helpers.vit import MaskedAutoencoder, ViTConfig
 
 from helpers_idx import link_fashion
 
@@ -117,6 +121,41 @@ def test_the_conv_autoencoder_control_gets_simclrs_budget(data_env, home, monkey
     options = pretrained.series_encoders()
     simclr = next(o for o in options if o["pretext"] == "simclr")
     assert {"pretext": "plain", "arch": "smallconv", "channels": simclr["channels"]} in options
+
+
+MAE_TINY = {"arch": "vit", "pretext": "mae", "epochs": 1, "train_size": 256, "batch_size": 64, "progress": False}
+
+
+def test_the_masked_autoencoder_trains_saves_then_loads(data_env, home):
+    mae, meta, path = load_or_pretrain(**MAE_TINY)
+    assert isinstance(mae, MaskedAutoencoder) and mae.vit_config == ViTConfig()
+    assert path == data_env / "checkpoints" / "fashion-mnist-vit-w128-p7-mae-e1-n256-s0.pt"
+    assert meta["weight_decay"] == mae_settings()["weight_decay"] and meta["batch_size"] == 64
+    assert meta["history"]["epoch"] == [1] and "step_loss" not in meta["history"]
+    test_loss = masked_loss(mae, load("fashion-mnist", "test").images)  # the same masks as the check after epoch 1
+    assert meta["final_test_loss"] == meta["history"]["test_loss"][-1] == pytest.approx(test_loss, rel=1e-6)
+    stamp = path.stat().st_mtime_ns
+    again = load_or_pretrain(**MAE_TINY)
+    assert again.path == path and path.stat().st_mtime_ns == stamp and same_weights(again.model, mae)
+    assert same_weights(load_pretrained(path)[0], mae)
+    other = load_or_pretrain(**MAE_TINY, seed=1)
+    assert other.path.name.endswith("-s1.pt") and not same_weights(other.model, mae)
+
+
+def test_the_masked_autoencoder_is_a_series_encoder_and_takes_only_its_options(data_env, home):
+    runs = [o["seed"] for o in pretrained.series_encoders() if o["pretext"] == "mae" and o["arch"] == "vit"]
+    assert runs == list(range(protocol().pretrain_runs))
+    with pytest.raises(ValueError, match="The 'mae' pretext trains the 'vit' architecture and only it"):
+        load_or_pretrain(pretext="mae", epochs=1)
+    with pytest.raises(ValueError, match="The 'mae' pretext trains the 'vit' architecture and only it"):
+        load_or_pretrain(arch="vit", epochs=1)
+    with pytest.raises(ValueError, match="The ViT's sizes are vit.ViTConfig\\(\\)'s"):
+        load_or_pretrain(**{**MAE_TINY, "latent_dim": 8})
+    with pytest.raises(ValueError, match="channels size a conv encoder"):
+        load_or_pretrain(**MAE_TINY, channels=4)
+    with pytest.raises(ValueError, match="Unknown pretraining setting.*'temperature'"):
+        load_or_pretrain(**MAE_TINY, temperature=0.5)
+    assert not (data_env / "checkpoints").exists()
 
 
 def test_rejects_bad_settings(data_env, home):
