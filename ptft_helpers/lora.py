@@ -147,7 +147,7 @@ def add_lora(
 def _module_names(model: nn.Module, names: Sequence[str]) -> list[str]:
     """The names of the modules that ``names`` choose; a one-line ``ValueError`` for a name that chooses none."""
     if isinstance(names, str):
-        raise ValueError(f"Give a list of module names, such as ['classifier'], not the string {names!r}.")
+        raise ValueError(f"Give a list of module names, such as ['head'], not the string {names!r}.")
     present = [name for name, _ in model.named_modules() if name]
     for wanted in names:
         if not any(matches(name, wanted) for name in present):
@@ -234,7 +234,10 @@ def _quiet_peft():
 def hf_vit_name(name: str) -> str:
     """The name in Hugging Face's ``ViTForImageClassification`` of a module of our ``vit.ViTClassifier``: the
     encoder is called ``vit`` there, and the rest is named alike (``encoder.layers.0.attention.q_proj`` ->
-    ``vit.layers.0.attention.q_proj``; ``classifier`` stays). Pass it as ``copy_lora_to_peft``'s ``rename``."""
+    ``vit.layers.0.attention.q_proj``), and the head ``head`` is ``classifier``. Pass it as ``copy_lora_to_peft``'s
+    ``rename``."""
+    if name == "head" or name.startswith("head."):
+        return "classifier" + name.removeprefix("head")
     return "vit." + name.removeprefix("encoder.") if name.startswith("encoder.") else name
 
 

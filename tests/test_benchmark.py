@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ptft_helpers.models import build_autoencoder
+from ptft_helpers.vit import ViTConfig
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_training.py"
 
@@ -265,3 +266,40 @@ def test_the_gpu_check_says_in_one_line_that_it_needs_a_gpu():
     done = subprocess.run(["bash", str(SCRIPT.parent / "gpu_check.sh")], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and done.stdout == ""
     assert done.stderr.strip() == "gpu_check: no CUDA GPU here; run it on a machine with one"
+
+
+def run_benchmark(name: str, args: list[str], fashion_root: Path, out: Path) -> tuple[dict, str]:
+    """Run benchmarks/``name`` on the CPU with ``args``; return the JSON it wrote to ``out`` and what it printed."""
+    env = {**os.environ, "PTFT_DATA": str(fashion_root), "PTFT_PROGRESS": "0"}
+    command = [sys.executable, str(SCRIPT.parent / name), *args, "--device", "cpu", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_the_vit_benchmark_runs_end_to_end(fashion_root, tmp_path):
+    record, printed = run_benchmark(
+        "bench_vit.py", ["--steps", "2", "--repeats", "1", "--batch-size", "16"], fashion_root, tmp_path / "vit.json"
+    )
+    assert set(record["runs"]) == {
+        f"{who}, {kind}" for who in ("by hand", "Hugging Face") for kind in ("train step", "forward")
+    }
+    assert all(len(rates) == 1 and rates[0] > 0 for rates in record["runs"].values())
+    assert record["flops"] > 0 and record["peak"] > 0 and "images/s by hand" in record["summary"]
+    assert "by hand / Hugging Face" in printed
+
+
+def test_the_lora_benchmark_counts_what_each_method_trains(fashion_root, tmp_path):
+    record, printed = run_benchmark(
+        "bench_lora.py",
+        ["--steps", "1", "--rounds", "2", "--batch-size", "8", "--ranks", "2"],
+        fashion_root,
+        tmp_path / "lora.json",
+    )
+    runs = record["runs"]
+    assert list(runs) == ["full fine-tuning", "LoRA r=2"]
+    width, layers, classes = ViTConfig().width, ViTConfig().depth, 10  # LoRA on W_q and W_v of each layer, the head
+    head = width * classes + classes
+    assert runs["LoRA r=2"]["trainable"] == layers * 2 * 2 * (width + width) + head
+    assert all(run["seconds_per_step"] > 0 and run["peak_bytes"] is None for run in runs.values())  # CPU: no peak
+    assert record["summary"].startswith("LoRA step time / full: r=2 ") and "not measured (CPU)" in printed

@@ -62,18 +62,18 @@ def test_a_is_drawn_with_the_generator_given():
 
 
 def test_the_trainable_count_is_r_times_d_in_plus_d_out_per_matrix(classifier):
-    head = sum(p.numel() for p in classifier.classifier.parameters())
+    head = sum(p.numel() for p in classifier.head.parameters())
     model = lora.add_lora(copy.deepcopy(classifier), ["q_proj", "v_proj", "fc1"], rank=4, alpha=8)
     layers = lora.lora_layers(model)
     assert len(layers) == 3 * SMALL.depth
     expected = sum(4 * (layer.base.in_features + layer.base.out_features) for layer in layers.values())
     assert lora.trainable_count(model) == expected
-    with_head = lora.add_lora(copy.deepcopy(classifier), ["q_proj"], 4, 8, keep_trainable=["classifier"])
+    with_head = lora.add_lora(copy.deepcopy(classifier), ["q_proj"], 4, 8, keep_trainable=["head"])
     assert lora.trainable_count(with_head) == SMALL.depth * 4 * (2 * SMALL.width) + head
     trained = {name for name, p in with_head.named_parameters() if p.requires_grad}
     assert trained == {f"{n}.{ab}" for n in lora.lora_layers(with_head) for ab in "AB"} | {
-        "classifier.weight",
-        "classifier.bias",
+        "head.weight",
+        "head.bias",
     }
 
 
@@ -139,12 +139,14 @@ def test_an_unknown_target_names_the_linear_layers_there_are(classifier):
             add(model)
         message = str(info.value)
         assert "\n" not in message and "named 'query'" in message
-        assert "q_proj, k_proj, v_proj, o_proj, fc1, fc2, classifier" in message
+        assert "q_proj, k_proj, v_proj, o_proj, fc1, fc2, head" in message
         assert not lora.lora_layers(model) and all(p.requires_grad for p in model.parameters())  # unchanged
     with pytest.raises(ValueError, match=r"non-empty list of layer names.*got 'q_proj'"):
         lora.add_lora(copy.deepcopy(classifier), "q_proj", 2, 4)
-    with pytest.raises(ValueError, match="No module of this ViTClassifier is named 'head'; its parts are: encoder"):
-        lora.add_lora(copy.deepcopy(classifier), ["q_proj"], 2, 4, keep_trainable=["head"])
+    with pytest.raises(
+        ValueError, match="No module of this ViTClassifier is named 'classifier'; its parts are: encoder, head"
+    ):
+        lora.add_lora(copy.deepcopy(classifier), ["q_proj"], 2, 4, keep_trainable=["classifier"])
 
 
 # --- through peft --------------------------------------------------------------------------------
@@ -162,15 +164,15 @@ def logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def test_peft_computes_what_the_hand_made_lora_computes(classifier, hf_classifier, images):
     targets = ["q_proj", "v_proj", "fc1"]
-    hand = lora.add_lora(copy.deepcopy(classifier), targets, 4, 8, keep_trainable=["classifier"])
+    hand = lora.add_lora(copy.deepcopy(classifier), targets, 4, 8, keep_trainable=["head"])
     randomise_b(hand, seed=3)
     with torch.no_grad():
-        hand.classifier.weight.add_(0.5)  # a head changed by training, as the LoRA layers were
+        hand.head.weight.add_(0.5)  # a head changed by training, as the LoRA layers were
     peft_model = lora.peft_lora(copy.deepcopy(hf_classifier), 4, 8, targets).eval()
     assert lora.trainable_count(peft_model) == lora.trainable_count(hand)
     before = logits(peft_model, images)
     close(before, logits(hf_classifier, images), terms=SMALL.width)  # peft's B starts at zero too
-    copied = lora.copy_lora_to_peft(hand, peft_model, rename=lora.hf_vit_name, modules=["classifier"])
+    copied = lora.copy_lora_to_peft(hand, peft_model, rename=lora.hf_vit_name, modules=["head"])
     assert copied == 3 * SMALL.depth
     with torch.no_grad():
         by_hand = hand(images)
