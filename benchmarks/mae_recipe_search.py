@@ -3,9 +3,11 @@
 
 Each recipe is a short MAE pretraining (``mae.pretrain_mae``, the series' learning rate, batch and schedule) on the
 first ``--images`` (20,000) unlabelled training images for ``--epochs`` (2) epochs, except where the recipe says
-otherwise. The recipes change one thing each from the default ``vit.ViTConfig`` (width 128, depth 4, mask ratio
-0.75, raw pixel targets): the mask ratio (0.5), normalised pixel targets (``norm_pix_loss``), the width (64), the
-depth (2), and twice the epochs; an untrained encoder gives the floor.
+otherwise. The recipes change one thing each from the default the search began with (``vit.ViTConfig`` with
+depth 4: width 128, mask ratio 0.75, raw pixel targets): the mask ratio (0.5), normalised pixel targets
+(``norm_pix_loss``), the width (64), the depth (2), and twice the epochs; an untrained encoder (depth 4) gives the
+floor. Depth 2 probed best on validation and became ``vit.ViTConfig``'s default; an untrained depth-2 encoder was
+not scored.
 
 Each encoder is scored by the series' linear probe (``probes.select_and_score``, its weight decay chosen on
 validation) on two codes, the CLS token and the mean of the patch tokens (``mae_trials.pooled_features``),
@@ -50,6 +52,7 @@ RECIPES = {  # name -> (changes to the default ViTConfig, epochs as a multiple o
     "depth 2": ({"depth": 2}, 1),
     "default, 2x epochs": ({}, 2),
 }
+SEARCHED_FROM = {"depth": 4}  # the search's default, before it chose depth 2 (vit.ViTConfig's default since)
 POOL = 5000  # the probe's images: features standardised over them, labels drawn among them
 
 
@@ -83,7 +86,7 @@ def probe_scores(model: MaskedAutoencoder, pool: data.ImageData, draws: list[int
 def run_recipe(name: str, train: data.ImageData, args: argparse.Namespace) -> list[dict]:
     """Pretrain one recipe (seed 0) and score it; one row per code and draw."""
     changes, factor = RECIPES[name]
-    config = ViTConfig(**changes)
+    config = ViTConfig(**{**SEARCHED_FROM, **changes})
     with seeded(0):
         model = MaskedAutoencoder(config)
     recipe = mae_settings()

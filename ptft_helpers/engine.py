@@ -141,8 +141,12 @@ def _check(model: nn.Module, check: Callable[[], dict], history: History, keep_b
         raise ValueError(f"keep_best={keep_best!r} is not a score the check returns; it returns {sorted(scores)}.")
     if keep_best is not None:
         score = scores[keep_best] if isinstance(keep_best, str) else keep_best(scores)
-        if not best or score < best[0]:
+        if not best or score < best[0] or (_is_nan(best[0]) and not _is_nan(score)):  # NaN: worse than any number
             best[:] = [score, number, copy.deepcopy(model.state_dict())]
+
+
+def _is_nan(score) -> bool:
+    return isinstance(score, float) and math.isnan(score)
 
 
 def _check_settings(epochs, steps, check, check_every, keep_best) -> int | None:

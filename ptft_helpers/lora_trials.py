@@ -142,7 +142,8 @@ def train_run(model, task: Task, fit_idx, val_idx, lr: float, seed: int, budget:
 def trial(method: Method, task: Task, n: int, seed: int, budget: Budget, make_base, make_scratch, *, head=None):
     """One trial: ``method`` at every learning rate of its grid on draw ``seed`` of ``n`` labels (of which
     ``budget.val_size(n)`` validate); the best on validation (accuracy, then cross-entropy, then the smaller rate)
-    is scored on the test set once. Returns (row, the chosen model)."""
+    is scored on the test set once. The trainable share is of the base model's parameters (without the adapters).
+    Returns (row, the chosen model)."""
     fit_idx, val_idx = split_labelled(task.train_y, n, budget.val_size(n), seed)
     runs, start = [], time.perf_counter()
     for lr in method.lrs:
@@ -157,7 +158,7 @@ def trial(method: Method, task: Task, n: int, seed: int, budget: Budget, make_ba
         "method": method.name, "rank": method.rank, "lr": lr, "steps": budget.steps,
         "batch_size": min(budget.batch_size, len(fit_idx)), "best_step": history["best_step"][0],
         "val_acc": -val_acc, "val_loss": val_loss, "test_acc": accuracy(model, task.test_x, task.test_y),
-        "trainable": trainable, "trainable_pct": 100 * trainable / sum(p.numel() for p in model.parameters()),
+        "trainable": trainable, "trainable_pct": 100 * trainable / sum(p.numel() for p in make_base().parameters()),
         "optimizer_state_bytes": optimizer_state_bytes(optimizer), "file_bytes": file_bytes(model, method),
         "seconds_per_step": statistics.fmean(sum(r[3]["seconds"]) / budget.steps for r in runs),
         "seconds": time.perf_counter() - start,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 from typing import TYPE_CHECKING
 
 import torch
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # transformers is imported when a Hugging Face model is built
     import transformers
 
 LAYER_NORM_EPS = 1e-6  # MAE's own (timm's ViT); Hugging Face's ViTMAEConfig gets it through hf_config
+MAX_PARAMETERS = 50_000_000  # a bound on a config's size (ViT-Base has 86 M; ours 0.35 M)
 SIZES = ("image_size", "patch_size", "width", "depth", "heads", "decoder_width", "decoder_depth", "decoder_heads")
 
 
@@ -75,11 +77,26 @@ class ViTConfig:
                     f"embeddings) and of {heads} {getattr(self, heads)} (each head gets {width} / {heads} numbers)."
                 )
         ratio = self.mlp_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio * self.width < math.inf:
-            raise ValueError(f"ViTConfig's mlp_ratio must be a positive number (e.g. 4.0), got {ratio!r}.")
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.25 <= ratio <= 16:
+            raise ValueError(f"ViTConfig's mlp_ratio must be a number from 0.25 to 16 (ViT's: 4.0), got {ratio!r}.")
         check_mask_ratio(self.mask_ratio, self.num_patches)
+        if self.parameter_estimate() > MAX_PARAMETERS:
+            raise ValueError(
+                f"ViTConfig's sizes give about {self.parameter_estimate():,} parameters, more than this series trains "
+                f"({MAX_PARAMETERS:,}): choose a smaller width, depth or patch."
+            )
         if not isinstance(self.norm_pix_loss, bool):
             raise ValueError(f"ViTConfig's norm_pix_loss must be True or False, got {self.norm_pix_loss!r}.")
+
+    def parameter_estimate(self) -> int:
+        """About how many numbers the MAE holds (its linear layers and position tables), from the sizes alone: checked
+        before anything is built, so that a crafted checkpoint cannot ask for more memory than the machine has."""
+        block = (4 + 2 * self.mlp_ratio) * self.width**2
+        decoder_block = (4 + 2 * self.mlp_ratio) * self.decoder_width**2
+        patch = self.patch_size**2
+        ends = patch * self.width + self.width * self.decoder_width + self.decoder_width * patch
+        positions = (self.num_patches + 1) * 2 * self.width
+        return int(self.depth * block + self.decoder_depth * decoder_block + ends + positions)
 
     @property
     def grid(self) -> int:
@@ -108,7 +125,7 @@ class ViTConfig:
 def check_mask_ratio(mask_ratio: float, num_patches: int) -> float:
     """``mask_ratio`` if it lies strictly between 0 and 1 and keeps at least one of ``num_patches``; else a
     one-line ``ValueError``."""
-    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)) or not 0 < mask_ratio < 1:
+    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, numbers.Real) or not 0 < mask_ratio < 1:
         raise ValueError(f"mask_ratio must lie strictly between 0 and 1 (MAE masks 0.75), got {mask_ratio!r}.")
     if int(num_patches * (1 - mask_ratio)) < 1:
         raise ValueError(
@@ -118,7 +135,10 @@ def check_mask_ratio(mask_ratio: float, num_patches: int) -> float:
 
 
 def as_images(images: torch.Tensor) -> torch.Tensor:
-    """Square one-channel images as (B, 1, S, S), from (B, 1, S, S), (B, S, S) or flat rows (B, S * S)."""
+    """Square one-channel images as (B, 1, S, S), from (B, 1, S, S), (B, S, S) or flat rows (B, S * S); bytes (uint8,
+    as ``data.load`` gives them) become floats in [0, 1]."""
+    if images.dtype == torch.uint8:
+        images = images.to(torch.get_default_dtype()) / 255
     if images.dim() == 2:
         side = math.isqrt(images.shape[1])
         if side * side == images.shape[1]:
@@ -274,6 +294,9 @@ class ViTEncoder(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Patch tokens with their positions, (B, L, width)."""
+        images, size = as_images(images), self.vit_config.image_size
+        if images.shape[-1] != size:
+            raise ValueError(f"This ViT reads {size} x {size} images, got {images.shape[-1]} x {images.shape[-1]}.")
         return self.patch_embed(patchify(images, self.vit_config.patch_size)) + self.pos_embed[:, 1:]
 
     def transform(self, tokens: torch.Tensor) -> torch.Tensor:

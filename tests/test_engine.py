@@ -86,7 +86,14 @@ def test_the_batch_order_is_a_fresh_permutation_per_pass_and_repeats_under_a_see
 
 
 @pytest.mark.parametrize(
-    "scores,best", [([3.0, 1.0, 2.0, 1.5], 2), ([3.0, 1.0, 1.0, 2.0], 2), ([1.0, 1.0, 1.0, 1.0], 1)]
+    "scores,best",
+    [
+        ([3.0, 1.0, 2.0, 1.5], 2),
+        ([3.0, 1.0, 1.0, 2.0], 2),
+        ([1.0, 1.0, 1.0, 1.0], 1),
+        ([math.nan, 2.0, 1.0, 3.0], 3),  # a NaN score is worse than any number, first or not
+        ([2.0, math.nan, 1.0, math.nan], 3),
+    ],
 )
 def test_keep_best_restores_the_weights_of_the_lowest_check_ties_to_the_earliest(scores, best):
     states = []
@@ -99,7 +106,7 @@ def test_keep_best_restores_the_weights_of_the_lowest_check_ties_to_the_earliest
         return check
 
     history, model, _ = run(epochs=4, make_check=make_check, keep_best="val_loss")
-    assert history["best_epoch"] == [best] and history["val_loss"] == scores
+    assert history["best_epoch"] == [best] and history["val_loss"] == pytest.approx(scores, nan_ok=True)
     assert all(torch.equal(v, states[best - 1][k]) for k, v in model.state_dict().items())
     assert best == 4 or not all(torch.equal(v, states[-1][k]) for k, v in model.state_dict().items())
 

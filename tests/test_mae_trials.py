@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -48,13 +49,27 @@ def test_pooled_features_are_the_cls_token_or_the_mean_of_the_patches():
 
 
 def test_a_network_trial_chooses_on_validation_and_scores_the_test_set_once():
-    x, y = _data(60)
-    budget = Budget(lrs=(1e-4, 3e-3), steps=10, batch_size=8, check_every=5)
+    # two classes, told apart by a bright left half; the test labels are flipped, so the rate that learns is the
+    # best on validation and the worst on test: a trial that chose on the test set would choose the other rate
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 2
+    x = 0.2 * torch.rand(60, 28, 28, generator=g)
+    x[y == 1, :, :14] += 0.8
+    x = x.reshape(60, 784)
+    train, val, test = (x[:30], y[:30]), (x[30:40], y[30:40]), (x[40:], 1 - y[40:])
+    budget = Budget(lrs=(1e-5, 1e-2), steps=20, batch_size=8, check_every=5)
     make = lambda: vit.ViTClassifier(TINY)  # noqa: E731
-    r = network_trial(make, (x[:30], y[:30]), (x[30:40], y[30:40]), (x[40:], y[40:]), budget, seed=0)
-    assert r["lr"] in budget.lrs and r["best_step"] in (5, 10)
+    r = network_trial(make, train, val, test, budget, seed=0)
+    assert r["lr"] in budget.lrs and r["best_step"] in (5, 10, 15, 20)
     assert 0 <= r["val_acc"] <= 1 and 0 <= r["test_acc"] <= 1 and math.isfinite(r["val_loss"])
-    again = network_trial(make, (x[:30], y[:30]), (x[30:40], y[30:40]), (x[40:], y[40:]), budget, seed=0)
+    # each rate alone (the same seed: the same run as inside the trial) reports its best check and its test score
+    alone = {lr: network_trial(make, train, val, test, replace(budget, lrs=(lr,)), seed=0) for lr in budget.lrs}
+    # the choice: accuracy on validation, then the lower cross-entropy, then the earlier rate
+    on_val = min(budget.lrs, key=lambda lr: (-alone[lr]["val_acc"], alone[lr]["val_loss"], budget.lrs.index(lr)))
+    on_test = max(budget.lrs, key=lambda lr: alone[lr]["test_acc"])
+    assert on_val != on_test, alone  # the data tell a choice on validation from one on test
+    assert r == alone[on_val], (r, alone)  # chosen on validation; its test score is that run's, scored once
+    again = network_trial(make, train, val, test, budget, seed=0)
     assert again == r  # the same seed, the same trial
 
 

@@ -186,15 +186,81 @@ def table_07(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------------------------------------- 08 and 09
+
+FAMILY_08 = [("MAE fine-tuned", "scratch ViT"), ("MAE + probe", "pixels + linear")]
+
+
+def mean_test_table(rows: list[dict], methods: list[str], title: str) -> list[str]:
+    """Mean test % of each method at each label count."""
+    counts = sorted({r["labels"] for r in rows})
+    lines = [f"| {title} | " + " | ".join(f"{c:,}" for c in counts) + " |", "| --- |" + " ---: |" * len(counts)]
+    for m in methods:
+        lines.append(
+            f"| {m} | " + " | ".join(f"{statistics.fmean(of(rows, m, c).values()):.1f}" for c in counts) + " |"
+        )
+    return lines
+
+
+def table_08(rows: list[dict]) -> str:
+    """08's methods at 100 labels, its two claims with each pretraining run counted once (Holm), every label count."""
+    runs = len({r["pretrain_run"] for r in rows})
+    cis = [stats.run_interval(of(rows, a, 100), of(rows, b, 100), runs) for a, b in FAMILY_08]
+    lines = [
+        methods_table(rows),
+        "",
+        f"| the declared family at 100 labels, over {runs} pretraining runs | points [95% CI] | Holm p |",
+    ]
+    lines.append("| --- | ---: | ---: |")
+    for (a, b), ci, p in zip(FAMILY_08, cis, stats.holm([ci.p for ci in cis])):
+        lines.append(f"| {a} minus {b} | {ci_text(ci, True)} | {p_text(p)} |")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    return "\n".join([*lines, "", *mean_test_table(rows, methods, "mean test % at each label count")]) + "\n"
+
+
+def table_09(rows: list[dict]) -> str:
+    """09's methods: what each trains, keeps and saves, its step time against full fine-tuning, its test accuracy
+    (interval over the draws); then the two tasks on one base."""
+    costs = {c["method"]: c for c in load_rows(RESULTS / "lora_costs.csv")}
+    counts = sorted({r["labels"] for r in rows})
+    lines = [
+        "| method | trained (% of the model) | Adam state | saved file | step time / full | "
+        + " | ".join(f"test % at {c:,} [95% CI]" for c in counts)
+        + " |",
+        "| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(counts),
+    ]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        c = costs[m]
+        cells = [ci_text(stats.t_interval(list(of(rows, m, n).values()))) for n in counts]
+        lines.append(
+            f"| {m} | {c['trainable']:,} ({c['trainable_pct']:.2f}%) | {c['optimizer_state_bytes'] / 1e3:,.0f} KB | "
+            f"{c['file_bytes'] / 1e3:,.0f} KB | {c['time_ratio']:.2f} | " + " | ".join(cells) + " |"
+        )
+    transfer = load_rows(RESULTS / "lora_transfer.csv")
+    n = max(r["labels"] for r in transfer)
+    tasks = list(dict.fromkeys(r["task"] for r in transfer))
+    lines += ["", f"| one base, {n:,} labels per task | " + " | ".join(f"{t} test % [95% CI]" for t in tasks) + " |"]
+    lines.append("| --- |" + " ---: |" * len(tasks))
+    for m in dict.fromkeys(r["method"] for r in transfer):
+        cells = [[100 * r["test_acc"] for r in transfer if (r["task"], r["method"]) == (t, m)] for t in tasks]
+        lines.append(f"| {m} | " + " | ".join(ci_text(stats.t_interval(c)) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES = {
     "05": ("05_label_efficiency", table_05),
     "06": ("06_contrastive_probe", table_06),
     "07": ("07_label_spreading", table_07),
 }
+TABLES_ON_FEWER_DRAWS = {  # transformers cost more per trial: fewer label draws (each notebook says how many)
+    "08": ("mae_label_efficiency", table_08),
+    "09": ("lora_trials", table_09),
+}
 
 
 def expected_blocks() -> dict[str, str]:
-    return {name: make(load_rows(RESULTS / f"{csv}.csv")) for name, (csv, make) in TABLES.items()}
+    tables = {**TABLES, **TABLES_ON_FEWER_DRAWS}
+    return {name: make(load_rows(RESULTS / f"{csv}.csv")) for name, (csv, make) in tables.items()}
 
 
 def write_results_page() -> None:
@@ -207,7 +273,7 @@ def write_results_page() -> None:
 # -------------------------------------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("name", sorted(TABLES))
+@pytest.mark.parametrize("name", sorted({**TABLES, **TABLES_ON_FEWER_DRAWS}))
 def test_the_results_pages_tables_are_the_stored_results(name):
     found = [m["body"] for m in BLOCK.finditer(RESULTS_PAGE.read_text(encoding="utf-8")) if m["name"] == name]
     assert found == [expected_blocks()[name]], f"docs/results.md's results-{name} block differs from results/"
@@ -218,6 +284,18 @@ def test_every_draw_of_every_method_is_stored():
         rows = load_rows(RESULTS / f"{csv}.csv")
         for (m, n), count in _counts(rows).items():
             assert count == (12 if n <= 100 else 6), (csv, m, n, count)
+
+
+@pytest.mark.parametrize("csv", [csv for csv, _ in TABLES_ON_FEWER_DRAWS.values()] + ["lora_transfer"])
+def test_every_method_has_the_same_draws(csv):
+    """Paired comparisons need every method on the same label draws, at every label count, each draw once."""
+    rows = load_rows(RESULTS / f"{csv}.csv")
+    draws: dict[tuple, list[int]] = {}
+    for r in rows:
+        draws.setdefault((r.get("task"), r["labels"], r["method"]), []).append(r["seed"])
+    for (task, n, method), seeds in draws.items():
+        others = [sorted(s) for (t, c, _), s in draws.items() if (t, c) == (task, n)]
+        assert len(seeds) == len(set(seeds)) >= 2 and all(o == sorted(seeds) for o in others), (csv, task, n, method)
 
 
 def _counts(rows):

@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -128,7 +129,9 @@ BAD_CONFIGS = [
     ({"heads": 0}, "ViTConfig's heads must be a whole number >= 1, got 0"),
     ({"width": 132, "heads": 8}, "width 132 must be a multiple of 4 .* and of heads 8"),
     ({"decoder_width": 66}, "decoder_width 66 must be a multiple of 4"),
-    ({"mlp_ratio": 0}, "mlp_ratio must be a positive number"),
+    ({"mlp_ratio": 0}, "mlp_ratio must be a number from 0.25 to 16"),
+    ({"mlp_ratio": 1e5}, "mlp_ratio must be a number from 0.25 to 16"),  # a crafted checkpoint's memory bomb
+    ({"width": 65536}, "sizes give about .* parameters, more than this series trains"),
     ({"norm_pix_loss": 1}, "norm_pix_loss must be True or False"),
 ]
 
@@ -138,6 +141,17 @@ def test_bad_configs_are_one_line_errors(change, message):
     with pytest.raises(ValueError, match=message) as err:
         ViTConfig(**change)
     assert "\n" not in str(err.value)
+
+
+def test_images_as_bytes_or_numpy_ratios_are_taken_as_they_come():
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(ViTConfig(mask_ratio=np.float32(0.75))).eval()  # a NumPy number is a number
+    pixels = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)  # as data.load gives them
+    noise = torch.rand(3, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(mae(pixels, noise=noise)[0], mae(pixels.float() / 255, noise=noise)[0])
+    with pytest.raises(ValueError, match="This ViT reads 28 x 28 images, got 32 x 32"):
+        mae.encoder(torch.zeros(2, 1, 32, 32))
 
 
 def test_bad_images_and_ratios_elsewhere_are_one_line_errors():
