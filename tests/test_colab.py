@@ -73,7 +73,7 @@ def test_first_code_cell_is_the_install_cell(path):
 def test_the_package_needs_only_what_the_notebooks_import():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     needs = {re.split(r"[<>=!~ ]", r)[0].lower() for r in project["dependencies"]}
-    assert needs == {"torch", "torchvision", "matplotlib", "ipywidgets", "tqdm"}
+    assert needs == {"torch", "torchvision", "matplotlib", "ipywidgets", "tqdm", "transformers", "peft"}
     assert {"lab", "teach", "dev"} <= set(project["optional-dependencies"])
     imported = set()
     for path in NOTEBOOKS:
