@@ -24,6 +24,8 @@ PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("matplotlib", "matplotlib", "3.7"),
     ("ipywidgets", "ipywidgets", "8.0"),
     ("tqdm", "tqdm", "4.60"),
+    ("transformers", "transformers", "5.0"),  # notebooks 08 and 09
+    ("peft", "peft", "0.21"),  # notebook 09
 )
 INSTALL_HINT = "run `make lab` (or `pip install -e .` in the repository) to install the project's dependencies"
 

@@ -55,6 +55,8 @@ ENVIRONMENT = [
     "matplotlib",
     "ipywidgets",
     "tqdm",
+    "transformers",
+    "peft",
     "jupyterlab",
     "nbval",
     "nbgrader",

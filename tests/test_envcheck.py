@@ -24,6 +24,8 @@ def test_this_environment_passes_and_names_every_check(capsys):
         "matplotlib",
         "ipywidgets",
         "tqdm",
+        "transformers",
+        "peft",
         "device",
         "data (fashion-mnist)",
     ]
@@ -32,7 +34,7 @@ def test_this_environment_passes_and_names_every_check(capsys):
     out = capsys.readouterr().out.splitlines()
     assert f"[OK] torch {importlib.metadata.version('torch')}" in out
     assert all(line.startswith("[OK] ") for line in out[:-1])
-    assert out[-1] == "All 8 checks passed."
+    assert out[-1] == "All 10 checks passed."
 
 
 def test_missing_data_is_a_failure_with_a_fix(tmp_path, monkeypatch, capsys):
@@ -50,7 +52,7 @@ def test_missing_data_is_a_failure_with_a_fix(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "[FAIL] data (fashion-mnist): Dataset 'fashion-mnist' is not available." in out
     assert "To fix it, either:" in out
-    assert out.strip().endswith("1 of 8 checks failed: see [FAIL] above.")
+    assert out.strip().endswith("1 of 10 checks failed: see [FAIL] above.")
     assert list(empty.iterdir()) == []  # nothing half-written was left behind
 
 
