@@ -536,12 +536,36 @@ def _hub_alive(pid: int, hub: Path) -> bool:
     """Whether ``pid`` is this class's running JupyterHub: one that runs in ``hub``, the class's hub folder (as
     ``start`` starts it). After a reboot the PID file may name some other process, or another class's hub; a hub
     that has exited but is not yet reaped (a zombie) has an empty command line."""
+    command = _command_line(pid).split(b"\0")
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         folder = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return False
     return any(part.endswith(b"/jupyterhub") for part in command[:2]) and folder == os.path.realpath(hub)
+
+
+def _command_line(pid: int) -> bytes:
+    """``pid``'s command line (NUL-separated), b"" if it has ended. For a moment in the middle of exec, and while it
+    exits, a live process shows an empty one: wait up to 2 s for it to show one or to end."""
+    for _ in range(20):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+        if command or _ended(pid):
+            return command
+        time.sleep(0.1)
+    return b""
+
+
+def _ended(pid: int) -> bool:
+    """Whether ``pid`` has ended: no such process, or one that has exited and waits to be reaped (a zombie). A
+    process that is still exiting has lost its command line already, so an empty one does not tell."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
 
 
 def stop(args: argparse.Namespace) -> None:
@@ -586,16 +610,14 @@ def _stop_proxy(hub: Path) -> None:
         os.kill(pid, signal.SIGTERM)
         if not _wait_until(lambda: not _proxy_alive(pid, api_port), seconds=10):
             os.kill(pid, signal.SIGKILL)
+            _wait_until(lambda: not _proxy_alive(pid, api_port), seconds=10)
     pid_file.unlink()
 
 
 def _proxy_alive(pid: int, api_port: int) -> bool:
     """Whether ``pid`` is a running configurable-http-proxy with this class's API port (not a process that has
     the PID since, nor another class's proxy)."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    command = _command_line(pid)
     return b"configurable-http-proxy" in command and f"\0--api-port\0{api_port}\0".encode() in command
 
 
